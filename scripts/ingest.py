@@ -1,0 +1,14 @@
+"""Rule ingest: read one input image (any supported layout), write it as afw MEF."""
+
+from snakemake.script import snakemake
+
+from psfmatch.logs import log_to_file
+from psfmatch.steps import ingest
+
+with log_to_file(snakemake.log[0]):
+    ingest(
+        inputs=dict(snakemake.input.items()),
+        output_path=snakemake.output.exposure,
+        label=f"pair {snakemake.wildcards.pair!r} {snakemake.wildcards.role}",
+        **snakemake.params.reader,
+    )

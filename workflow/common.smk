@@ -1,0 +1,89 @@
+# Helpers shared by the rule files: library path, config and sheet validation,
+# wildcard constraints and input/params functions. No algorithm lives here.
+import os
+import re
+import sys
+from pathlib import Path
+
+import yaml
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# Make the library importable at parse time and for every job (script jobs run in a
+# fresh interpreter, possibly in a conda env or on a cluster node), without relying on
+# `pip install`. The repository root is the directory of the main Snakefile.
+PSFMATCH_SRC = str(Path(workflow.basedir) / "src")
+if PSFMATCH_SRC not in sys.path:
+    sys.path.insert(0, PSFMATCH_SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (PSFMATCH_SRC, os.environ.get("PYTHONPATH", "")) if p
+)
+
+import psfmatch  # noqa: E402
+from psfmatch.config import PsfMatchConfig  # noqa: E402
+from psfmatch.errors import ConfigError  # noqa: E402
+from psfmatch.io_sheet import read_pairs  # noqa: E402
+
+
+validate(config, schema="schemas/config.schema.yaml")
+# Cross-field rules JSON Schema cannot express (odd kernel size, list lengths, ...).
+PSF_MATCH = PsfMatchConfig.from_lsst(config["psf_match"])
+
+SIMULATED = config.get("simulate", {})
+SIM_ROLES = ("template", "science")
+
+
+def simulated_paths():
+    """Image paths the simulate rule produces (they need not exist when parsing)."""
+    return [
+        f"results/simulated/{name}/{role}.fits" for name in SIMULATED for role in SIM_ROLES
+    ]
+
+
+with open(Path(workflow.current_basedir) / "schemas" / "pairs.schema.yaml") as _handle:
+    PAIRS_SCHEMA = yaml.safe_load(_handle)
+PAIRS = read_pairs(config["pairs"], schema=PAIRS_SCHEMA, produced=simulated_paths())
+
+
+def _alternation(names):
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+wildcard_constraints:
+    pair=_alternation(PAIRS),
+    sim=_alternation(SIMULATED),
+    role="template|science",
+
+
+def pair_input(wildcards):
+    """Input image and auxiliary files of one role of one pair, as named inputs."""
+    row = PAIRS[wildcards.pair]
+    role = wildcards.role
+    files = {"image": row[role]}
+    for kind in ("variance", "weight", "error", "mask", "psf"):
+        if f"{role}_{kind}" in row:
+            files[kind] = row[f"{role}_{kind}"]
+    return files
+
+
+def pair_reader_options(wildcards):
+    """Reader options of one role of one pair (mask convention, gain)."""
+    row = PAIRS[wildcards.pair]
+    role = wildcards.role
+    return {
+        "mask_convention": row.get(f"{role}_mask_convention", "afw"),
+        "gain": row.get(f"{role}_gain"),
+    }
+
+
+def simulation_params(wildcards):
+    """The config block of one simulated pair."""
+    return SIMULATED[wildcards.sim]
+
+
+def all_outputs():
+    """Everything `snakemake` builds by default."""
+    outputs = [f"results/simulated/{name}/truth.json" for name in SIMULATED]
+    outputs += [f"results/{pair}/input/{role}.fits" for pair in PAIRS for role in SIM_ROLES]
+    return outputs

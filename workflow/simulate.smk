@@ -1,0 +1,18 @@
+rule simulate:
+    """Seeded synthetic template/science pair with a known spatially varying kernel."""
+    output:
+        template="results/simulated/{sim}/template.fits",
+        science="results/simulated/{sim}/science.fits",
+        truth="results/simulated/{sim}/truth.json",
+        sources="results/simulated/{sim}/sources.parquet",
+    log:
+        "logs/simulate/{sim}.log",
+    benchmark:
+        "benchmarks/simulate/{sim}.tsv"
+    params:
+        simulation=simulation_params,
+        version=psfmatch.__version__,
+    conda:
+        "../envs/psfmatch.yaml"
+    script:
+        "../scripts/simulate.py"
