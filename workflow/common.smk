@@ -1,5 +1,5 @@
-# Helpers shared by the rule files: library path, config and sheet validation,
-# wildcard constraints and input/params functions. No algorithm lives here.
+# Helpers shared by the rule files (library path, config and sheet validation,
+# wildcard constraints, input and params functions). No algorithm lives here.
 import os
 import re
 import sys
@@ -19,6 +19,12 @@ if PSFMATCH_SRC not in sys.path:
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (PSFMATCH_SRC, os.environ.get("PYTHONPATH", "")) if p
 )
+
+
+# Declared so that Snakemake passes it on to jobs of remote executors (e.g. SLURM).
+envvars:
+    "PYTHONPATH",
+
 
 import psfmatch  # noqa: E402
 from psfmatch.config import PsfMatchConfig  # noqa: E402
