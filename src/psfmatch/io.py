@@ -12,12 +12,15 @@ file in the destination folder, which is then renamed onto the final name.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import logging
 import os
 import re
 import uuid
 import warnings
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,8 +82,8 @@ DECAM_CP_MASK_VALUES: dict[int, str] = {
 
 _STRUCTURAL = re.compile(
     r"^(SIMPLE|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|XTENSION|EXTNAME|EXTVER|EXTLEVEL|"
-    r"BSCALE|BZERO|BUNIT_ORIG|BLANK|CHECKSUM|DATASUM|INHERIT|EXTTYPE|"
-    r"LTV\d|LTM\d_\d|COMMENT|HISTORY|Z[A-Z]+\d*|MP_.*)$"
+    r"BSCALE|BZERO|BLANK|CHECKSUM|DATASUM|INHERIT|EXTTYPE|"
+    r"LTV\d|LTM\d_\d|COMMENT|HISTORY|MP_.*)$"
 )
 _WCS_CARDS = re.compile(
     r"^(WCSAXES|WCSNAME|CTYPE\d|CRPIX\d|CRVAL\d|CDELT\d|CUNIT\d|CROTA\d|CD\d_\d|PC\d_\d|"
@@ -139,24 +142,38 @@ def _load_fits(path: str | os.PathLike[str], what: str = "FITS file") -> tuple[P
         raise InputFileError(f"{what} {path} is not a regular file")
     if path.stat().st_size == 0:
         raise InputFileError(f"{what} {path} is empty (0 bytes)")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":  # astropy silently stops at a truncated gzip stream
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputFileError(f"{what} {path} is a corrupt gzip file ({exc})") from exc
     hdus: list[_Hdu] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        failure: Exception | None = None
         try:
-            with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
+            with fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False) as hdul:
                 for index, hdu in enumerate(hdul):
                     data = None
                     if isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
                         data = None if hdu.data is None else np.array(hdu.data)
                     hdus.append(_Hdu(index, hdu.name, hdu.header.copy(), data))
-        except Exception as exc:  # astropy, gzip, zlib and numpy all raise their own
-            msg = f"{what} {path} cannot be read as FITS ({type(exc).__name__}: {exc})"
-            raise InputFileError(msg) from exc
-    for warning in caught:
-        text = str(warning.message)
-        if "truncated" in text.lower():
-            raise InputFileError(f"{what} {path} is truncated: {text}")
-        logger.info("%s: %s", path, text)
+                last = hdul.fileinfo(len(hdul) - 1) if len(hdul) else None
+        except Exception as exc:  # astropy, numpy and zlib raise many types
+            failure = exc
+    notes = [str(w.message) for w in caught]
+    broken = [n for n in notes if "truncated" in n or "extra bytes after the last HDU" in n]
+    if failure is None and last is not None and last["datLoc"] + last["datSpan"] > len(raw):
+        broken.append(f"last HDU ends at byte {last['datLoc'] + last['datSpan']} > {len(raw)}")
+    if broken:
+        note = broken[0].replace("\n", " ")
+        raise InputFileError(f"{what} {path} is truncated or corrupt: {note}") from failure
+    if failure is not None:
+        msg = f"{what} {path} cannot be read as FITS ({type(failure).__name__}: {failure})"
+        raise InputFileError(msg) from failure
+    for note in notes:
+        logger.info("%s: %s", path, note)
     if not hdus:
         raise InputFileError(f"{what} {path} contains no HDU")
     return path, hdus
@@ -212,13 +229,15 @@ def _metadata(*headers: fits.Header) -> dict[str, Any]:
         for key, value in header.items():
             if not key or _STRUCTURAL.match(key) or _WCS_CARDS.match(key):
                 continue
-            if isinstance(value, bool | int | float | str) and not isinstance(value, complex):
+            if isinstance(value, bool | int | float | str):
                 meta[key] = value
     return meta
 
 
 def _wcs_from_header(header: fits.Header, where: str) -> WCS | None:
     """Celestial WCS of ``header`` (TPV, SIP, ...), or None when it has none."""
+    if "CTYPE1" not in header and "CTYPE2" not in header:
+        return None
     with warnings.catch_warnings():
         # wcslib's harmless fix-ups (RADECSYS -> RADESYS, DATE-OBS -> MJD-OBS, OBSGEO).
         warnings.simplefilter("ignore", FITSFixedWarning)
@@ -413,7 +432,13 @@ def read_exposure(
     where = _where(path, image_hdu)
     header = image_hdu.header
     primary = hdus[0].header if image_hdu.index != 0 else fits.Header()
-    metadata = _metadata(primary, header)
+    wcs = _wcs_from_header(header, where)
+    ext_header = header
+    if afw and wcs is not None:  # cards wcs.to_header() adds (MJD-OBS, ...) are not metadata
+        ext_header = header.copy()
+        for key in wcs.to_header(relax=True):
+            ext_header.remove(key, ignore_missing=True, remove_all=True)
+    metadata = _metadata(primary, ext_header)
 
     planes = dict(DEFAULT_MASK_PLANES)
     mask_array: np.ndarray | None = None
@@ -456,15 +481,15 @@ def read_exposure(
     if mask_array is None:
         mask_array = np.zeros(image.shape, dtype=np.int32)
     mask_array = mask_array.astype(np.int32)
-    no_data = ~np.isfinite(var_array) | np.isnan(image)
-    if given or np.any(np.isnan(image)):
-        bad = (np.isnan(image) | ~np.isfinite(var_array)) if given else np.isnan(image)
-        if np.any(no_data & bad):
-            mask_array[bad] |= np.int32(1 << _add_plane(planes, "NO_DATA"))
+    no_data = ~np.isfinite(image)
+    if given:
+        no_data |= ~np.isfinite(var_array)
+    if np.any(no_data):
+        mask_array[no_data] |= np.int32(1 << _add_plane(planes, "NO_DATA"))
     try:
         return Exposure(
             image=image, mask=mask_array, variance=var_array, mask_planes=planes,
-            wcs=_wcs_from_header(header, where), psf=psf, metadata=metadata, xy0=_xy0(header),
+            wcs=wcs, psf=psf, metadata=metadata, xy0=_xy0(header),
         )
     except ExposureError as exc:
         raise ExposureError(f"{where}: {exc}") from exc
@@ -532,7 +557,8 @@ def write_exposure(
             header[key] = value
         if name == "MASK":
             for plane, bit in sorted(exposure.mask_planes.items(), key=lambda kv: kv[1]):
-                header[f"HIERARCH MP_{plane}"] = bit
+                key = f"MP_{plane}"
+                header[key if _PLAIN_KEY.match(key) else f"HIERARCH {key}"] = bit
         hdus.append(fits.ImageHDU(data=data, header=header, name=name))
     if exposure.psf is not None:
         if hasattr(exposure.psf, "image"):

@@ -1,0 +1,82 @@
+"""Single-candidate fits against ip_diffim's expectations (reference §4, §10.1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from psfmatch.basis import alard_lupton_basis, choose_alard_lupton, delta_function_basis
+from psfmatch.convolution import correlate
+from psfmatch.fit import CandidateFitError, difference_stamp, fit_candidate
+
+
+def _gaussian(shape, sx, sy, cx=None, cy=None):
+    ny, nx = shape
+    cx = (nx - 1) / 2 if cx is None else cx
+    cy = (ny - 1) / 2 if cy is None else cy
+    y, x = np.mgrid[0:ny, 0:nx].astype(float)
+    return np.exp(-((x - cx) ** 2) / (2 * sx**2) - (y - cy) ** 2 / (2 * sy**2))
+
+
+def test_delta_function_basis_recovers_gaussian_kernel_exactly():
+    """ip_diffim testGaussian: DF basis, background fitted, no noise, variance 1e-4."""
+    kernel = _gaussian((21, 21), 2.0, 3.0)
+    template = np.zeros((71, 71))
+    template[35, 35] = 1.0
+    science = correlate(template, kernel)
+    t, s = template[10:61, 10:61], science[10:61, 10:61]  # the valid 51 x 51 region
+    variance = np.full(t.shape, 2e-4)
+    sol = fit_candidate(t, s, variance, delta_function_basis(21), fit_background=True)
+    assert sol.kernel_sum == pytest.approx(s.sum(), abs=5e-8)
+    assert sol.background == pytest.approx(0.0, abs=5e-8)
+    np.testing.assert_allclose(sol.kernel / kernel, 1.0, atol=5e-6)
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.7])
+def test_scaled_delta_gives_kernel_sum_and_background(scale):
+    """testDeltaFunctionScaled (DF config): science = scale * template + 11.3."""
+    rng = np.random.default_rng(3)
+    template = rng.normal(100.0, 10.0, size=(43, 43))
+    science = scale * template + 11.3
+    variance = np.ones_like(template)
+    sol = fit_candidate(template, science, variance, delta_function_basis(21), fit_background=True)
+    assert sol.kernel_sum == pytest.approx(scale, abs=1e-6)
+    assert sol.kernel[10, 10] == pytest.approx(scale, abs=1e-5)
+    assert sol.background == pytest.approx(11.3, abs=1e-4)
+
+
+def test_al_basis_recovers_gaussian_to_gaussian_kernel():
+    """A star of sigma 2 matched to sigma 3 needs a Gaussian kernel of sigma sqrt(5)."""
+    sigma_t, sigma_s = 2.0, 3.0
+    template = 1e4 * _gaussian((43, 43), sigma_t, sigma_t) / (2 * np.pi * sigma_t**2)
+    science = 1.3e4 * _gaussian((43, 43), sigma_s, sigma_s) / (2 * np.pi * sigma_s**2)
+    choice = choose_alard_lupton(
+        kernel_size=21, sigmas=(0.7, 1.5, 3.0), degrees=(4, 2, 2),
+        target_fwhm=2.3548 * sigma_t, reference_fwhm=2.3548 * sigma_s,
+    )
+    basis = alard_lupton_basis(
+        half_width=choice.kernel_size // 2, sigmas=choice.sigmas, degrees=choice.degrees
+    )
+    sol = fit_candidate(template, science, np.ones_like(template), basis, fit_background=False)
+    # Sampled Gaussians are only approximately closed under discrete convolution, so the
+    # sum is good to ~1e-4 and the image to ~1 % of its peak.
+    assert sol.kernel_sum == pytest.approx(1.3, rel=1e-3)
+    k = choice.kernel_size
+    truth = 1.3 * _gaussian((k, k), np.sqrt(5.0), np.sqrt(5.0))
+    truth *= 1.3 / truth.sum()
+    assert np.abs(sol.kernel - truth).max() < 0.01 * truth.max()
+    diff, var, mask = difference_stamp(
+        (template, np.ones_like(template), np.zeros(template.shape, np.int32)),
+        (science, np.ones_like(science), np.zeros(science.shape, np.int32)),
+        sol.kernel, sol.background,
+    )
+    assert np.abs(diff).max() < 1e-3 * science.max()
+
+
+def test_zero_variance_without_constant_weighting_raises():
+    t = np.ones((43, 43))
+    v = np.ones((43, 43))
+    v[21, 21] = 0.0
+    with pytest.raises(CandidateFitError, match="variance equals 0"):
+        fit_candidate(t, t, v, delta_function_basis(3), fit_background=False,
+                      constant_variance_weighting=False)
