@@ -1,11 +1,10 @@
 """Rule simulate: write a seeded synthetic template/science pair and its truth."""
 
-from snakemake.script import snakemake
-
+# `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
 from psfmatch.steps import simulate
 
-with log_to_file(snakemake.log[0]):
+with log_to_file(snakemake.log[0]):  # noqa: F821
     simulate(
         simulation=snakemake.params.simulation,
         template_path=snakemake.output.template,

@@ -41,8 +41,11 @@ __all__ = [
     "read_exposure",
     "read_json",
     "read_table",
+    "read_kernel",
+    "read_psf_image",
     "write_exposure",
     "write_json",
+    "write_kernel",
     "write_table",
 ]
 
@@ -142,13 +145,17 @@ def _load_fits(path: str | os.PathLike[str], what: str = "FITS file") -> tuple[P
         raise InputFileError(f"{what} {path} is not a regular file")
     if path.stat().st_size == 0:
         raise InputFileError(f"{what} {path} is empty (0 bytes)")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputFileError(f"{what} {path} cannot be read ({exc})") from exc
     if raw[:2] == b"\x1f\x8b":  # astropy silently stops at a truncated gzip stream
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as exc:
             raise InputFileError(f"{what} {path} is a corrupt gzip file ({exc})") from exc
     hdus: list[_Hdu] = []
+    last = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         failure: Exception | None = None
@@ -158,6 +165,8 @@ def _load_fits(path: str | os.PathLike[str], what: str = "FITS file") -> tuple[P
                     data = None
                     if isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
                         data = None if hdu.data is None else np.array(hdu.data)
+                    elif isinstance(hdu, fits.BinTableHDU) and hdu.data is not None:
+                        data = np.array(hdu.data)  # structured array
                     hdus.append(_Hdu(index, hdu.name, hdu.header.copy(), data))
                 last = hdul.fileinfo(len(hdul) - 1) if len(hdul) else None
         except Exception as exc:  # astropy, numpy and zlib raise many types
@@ -298,10 +307,10 @@ def _convert_mask(
         mask[raw != 0] |= np.int32(1 << _add_plane(planes, "BAD"))
         unmapped = np.zeros_like(raw)
     if np.any(unmapped):
-        kinds = sorted({int(v) for v in np.unique(unmapped) if v})
-        label = "bits" if mask_bits is not None else "codes"
         if mask_bits is not None:
-            kinds = sorted({b for b in range(63) if np.any((unmapped >> b) & 1)})
+            label, kinds = "bits", [b for b in range(63) if np.any((unmapped >> b) & 1)]
+        else:
+            label, kinds = "codes", [int(v) for v in np.unique(unmapped) if v]
         logger.warning(
             "mask %s: %d pixels carry unmapped %s %s; ignored",
             where, int(np.count_nonzero(unmapped)), label, kinds,
@@ -327,7 +336,8 @@ def _estimate_variance(
         )
         raise InputFileError(msg)
     if not (np.isfinite(gain) and gain > 0):
-        raise ConfigError(f"gain for {where} must be finite and > 0, got {gain!r}")
+        error_type = InputFileError if source.startswith("header") else ConfigError
+        raise error_type(f"gain for {where} ({source}) must be finite and > 0, got {gain!r}")
     rn_source = "read_noise argument"
     if read_noise is None:
         read_noise, rn_source = 0.0, "default 0"
@@ -352,6 +362,35 @@ def _estimate_variance(
         where, gain, source, read_noise, rn_source, sky_note,
     )
     return variance
+
+
+def _afw_extensions(
+    path: Path, hdus: list[_Hdu], shape: tuple[int, ...], where: str
+) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, int], ImagePsf | None]:
+    """MASK (with its ``MP_*`` planes), VARIANCE and PSF of an afw-layout file."""
+    by_name = {h.name: h for h in hdus}
+    arrays: dict[str, np.ndarray | None] = {"MASK": None, "VARIANCE": None}
+    planes = dict(DEFAULT_MASK_PLANES)
+    for ext in arrays:
+        if ext not in by_name:
+            continue
+        arr = _check_2d(path, by_name[ext], ext, floating=ext == "VARIANCE")
+        ext_where = _where(path, by_name[ext])
+        if arr.shape != shape:
+            raise ExposureError(f"{ext} {ext_where} has shape {arr.shape}; {where} has {shape}")
+        arrays[ext] = arr
+        if ext == "MASK":
+            cards = {k[3:]: v for k, v in by_name[ext].header.items() if k.startswith("MP_")}
+            if any(not isinstance(v, int) or isinstance(v, bool) for v in cards.values()):
+                raise InputFileError(f"MASK {ext_where} has non-integer MP_ cards {cards}")
+            planes = cards or planes
+    psf = None
+    if "PSF" in by_name and by_name["PSF"].data is not None:
+        try:
+            psf = ImagePsf(by_name["PSF"].data)
+        except ExposureError as exc:
+            raise InputFileError(f"PSF {_where(path, by_name['PSF'])}: {exc}") from exc
+    return arrays["MASK"], arrays["VARIANCE"], planes, psf
 
 
 # ---------------------------------------------------------------------- exposures
@@ -402,7 +441,7 @@ def read_exposure(
     Returns
     -------
     Exposure
-        NaN image pixels are flagged ``NO_DATA`` (the NaN is kept). ``wcs`` is the
+        Non-finite (NaN, inf) image pixels are flagged ``NO_DATA`` (values kept). ``wcs`` is the
         celestial WCS of the image header or None; ``xy0`` comes from ``LTV1/2``
         (``-x0, -y0``) or the afw ``PHYSICAL`` alternate WCS; ``psf`` is an
         :class:`~psfmatch.psf.ImagePsf` when a ``PSF`` HDU exists.
@@ -441,30 +480,13 @@ def read_exposure(
     metadata = _metadata(primary, ext_header)
 
     planes = dict(DEFAULT_MASK_PLANES)
-    mask_array: np.ndarray | None = None
-    var_array: np.ndarray | None = None
-    psf = None
+    mask_array = var_array = psf = None
     if afw:
-        for ext in ("MASK", "VARIANCE"):
-            if ext in by_name:
-                arr = _check_2d(path, by_name[ext], ext, floating=ext == "VARIANCE")
-                if arr.shape != image.shape:
-                    msg = f"{ext} {_where(path, by_name[ext])} has shape {arr.shape}; {where} has {image.shape}"
-                    raise ExposureError(msg)
-                if ext == "MASK":
-                    mp = {k[3:]: int(v) for k, v in by_name[ext].header.items() if k.startswith("MP_")}
-                    planes = mp or planes
-                    mask_array = arr
-                else:
-                    var_array = arr
-        if "PSF" in by_name and by_name["PSF"].data is not None:
-            try:
-                psf = ImagePsf(by_name["PSF"].data)
-            except ExposureError as exc:
-                raise InputFileError(f"PSF {_where(path, by_name['PSF'])}: {exc}") from exc
+        mask_array, var_array, planes, psf = _afw_extensions(path, hdus, image.shape, where)
     if given:
         if var_array is not None:
-            raise ConfigError(f"{path} already has a VARIANCE extension; do not give {sorted(given)}")
+            msg = f"{path} already has a VARIANCE extension; do not give {sorted(given)}"
+            raise ConfigError(msg)
         (kind, aux_path), = given.items()
         aux = _aux_image(aux_path, image.shape, f"{kind} file", where).astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -607,7 +629,8 @@ def write_table(
         arrays = {str(k): np.asarray(v) for k, v in columns.items()}
         lengths = {k: v.shape for k, v in arrays.items()}
         if any(len(s) != 1 for s in lengths.values()) or len({s[0] for s in lengths.values()}) > 1:
-            raise ValueError(f"table {path}: columns must be 1-D and of equal length, got {lengths}")
+            msg = f"table {path}: columns must be 1-D and of equal length, got {lengths}"
+            raise ValueError(msg)
         table = pa.table(arrays)
     units = dict(units or {})
     unknown = sorted(set(units) - set(table.column_names))
@@ -660,7 +683,8 @@ def read_table(path: str | os.PathLike[str]) -> TableData:
 def _jsonable(obj: Any) -> Any:
     """Recursively turn numpy scalars/arrays, paths, tuples and sets into JSON types."""
     if isinstance(obj, Mapping):
-        return {(k.item() if isinstance(k, np.generic) else k): _jsonable(v) for k, v in obj.items()}
+        keys = [k.item() if isinstance(k, np.generic) else k for k in obj]
+        return {k: _jsonable(v) for k, v in zip(keys, obj.values(), strict=True)}
     if isinstance(obj, list | tuple | set | frozenset):
         items = sorted(obj) if isinstance(obj, set | frozenset) else obj
         return [_jsonable(v) for v in items]
@@ -692,3 +716,93 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InputFileError(f"JSON file {path} cannot be read ({exc})") from exc
+
+
+# ---------------------------------------------------------------------- kernels
+def write_kernel(path: str | os.PathLike[str], kernel: Any) -> Path:
+    """Write a :class:`~psfmatch.kernel.SpatialKernel` as ``kernel.fits`` (atomic).
+
+    Layout: PRIMARY (cards ``KSIZE``, ``NBASIS``, ``KSUM`` = kernel sum at the bbox
+    centre, the spatial model ``SPMODEL``/``SPORDER``, the bbox ``BBOX_X0..BBOX_Y1``,
+    the background model ``BGMODEL``/``BGORDER`` (``-1`` = none)); ``BASIS`` (float64
+    cube ``n_basis × k × k``); ``COEFFS`` (``n_basis × n_terms``); ``BACKGROUND``
+    (``n_bg_terms``); ``METADATA`` (one-row table, the provenance as JSON text: config,
+    basis description, fit health).
+    """
+    primary = fits.PrimaryHDU()
+    header = primary.header
+    header["KSIZE"] = (kernel.kernel_size, "kernel width = height (px)")
+    header["NBASIS"] = (int(kernel.basis.shape[0]), "number of basis kernels")
+    header["KSUM"] = (kernel.kernel_sum, "kernel sum at the bbox centre")
+    func = kernel.kernel_function
+    header["SPMODEL"] = (func.model_type, "spatial function family")
+    header["SPORDER"] = (func.order, "spatial order of the kernel coefficients")
+    for key, value in zip(("BBOX_X0", "BBOX_Y0", "BBOX_X1", "BBOX_Y1"), func.bbox, strict=True):
+        header[key] = (value, "inclusive parent bbox of the spatial model")
+    bg = kernel.background_function
+    header["BGMODEL"] = (bg.model_type if bg is not None else "none", "background family")
+    header["BGORDER"] = (bg.order if bg is not None else -1, "background order (-1: none)")
+    meta = json.dumps(_jsonable(kernel.metadata), sort_keys=True)
+    hdus = [
+        primary,
+        fits.ImageHDU(np.asarray(kernel.basis, dtype=np.float64), name="BASIS"),
+        fits.ImageHDU(np.asarray(kernel.coefficients, dtype=np.float64), name="COEFFS"),
+        fits.ImageHDU(np.asarray(kernel.background_coefficients, dtype=np.float64), name="BACKGROUND"),
+        fits.BinTableHDU.from_columns(
+            [fits.Column(name="json", format=f"{max(len(meta), 1)}A", array=np.array([meta]))],
+            name="METADATA",
+        ),
+    ]
+    with _atomic_output(path) as tmp:
+        fits.HDUList(hdus).writeto(tmp)
+    return Path(path)
+
+
+def read_kernel(path: str | os.PathLike[str]) -> Any:
+    """Read ``kernel.fits`` written by :func:`write_kernel` into a ``SpatialKernel``."""
+    from psfmatch.kernel import SpatialKernel
+    from psfmatch.spatial import SpatialFunction
+
+    path, hdus = _load_fits(path, "kernel file")
+    by_name = {h.name: h for h in hdus}
+    missing = [n for n in ("BASIS", "COEFFS", "BACKGROUND", "METADATA") if n not in by_name]
+    if missing:
+        raise InputFileError(f"kernel file {path} lacks HDU(s) {missing}")
+    header = hdus[0].header
+    try:
+        bbox = tuple(int(header[k]) for k in ("BBOX_X0", "BBOX_Y0", "BBOX_X1", "BBOX_Y1"))
+        func = SpatialFunction(int(header["SPORDER"]), str(header["SPMODEL"]), bbox)
+        bg_func = (
+            SpatialFunction(int(header["BGORDER"]), str(header["BGMODEL"]), bbox)
+            if int(header["BGORDER"]) >= 0
+            else None
+        )
+    except KeyError as exc:
+        raise InputFileError(f"kernel file {path} PRIMARY lacks card {exc}") from None
+    background = by_name["BACKGROUND"].data
+    meta_text = by_name["METADATA"].data["json"][0]
+    meta_text = meta_text.decode() if isinstance(meta_text, bytes) else str(meta_text)
+    return SpatialKernel(
+        basis=np.asarray(by_name["BASIS"].data, dtype=np.float64),
+        coefficients=np.asarray(by_name["COEFFS"].data, dtype=np.float64),
+        kernel_function=func,
+        background_coefficients=(
+            np.zeros(0) if background is None else np.asarray(background, dtype=np.float64)
+        ),
+        background_function=bg_func,
+        metadata=json.loads(meta_text) if meta_text.strip() else {},
+    )
+
+
+def read_psf_image(path: str | os.PathLike[str]) -> ImagePsf:
+    """Read a constant PSF model from a FITS image (HDU ``PSF`` if present, else the first 2-D image)."""
+    path, hdus = _load_fits(path, "PSF file")
+    named = [h for h in hdus if h.name == "PSF" and h.data is not None]
+    candidates = named or [h for h in hdus if h.data is not None and h.data.ndim == 2]
+    if not candidates:
+        raise InputFileError(f"PSF file {path} has no 2-D image HDU")
+    hdu = candidates[0]
+    try:
+        return ImagePsf(hdu.data)
+    except ExposureError as exc:
+        raise InputFileError(f"PSF {_where(path, hdu)}: {exc}") from exc

@@ -10,12 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from psfmatch.basis import SIGMA_TO_FWHM
 from psfmatch.errors import ExposureError
 
-__all__ = ["FWHM_PER_SIGMA", "ImagePsf"]
-
-#: Gaussian FWHM / sigma, ``2 sqrt(2 ln 2)``.
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+__all__ = ["ImagePsf"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,4 +81,4 @@ class ImagePsf:
         yc = float(np.sum(w * y))
         ixx = float(np.sum(w * (x - xc) ** 2))
         iyy = float(np.sum(w * (y - yc) ** 2))
-        return float(FWHM_PER_SIGMA * np.sqrt(max((ixx + iyy) / 2.0, 0.0)))
+        return float(SIGMA_TO_FWHM * np.sqrt(max((ixx + iyy) / 2.0, 0.0)))

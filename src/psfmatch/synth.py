@@ -45,6 +45,7 @@ import numpy as np
 from astropy.wcs import WCS
 from scipy.special import erf
 
+from psfmatch.basis import SIGMA_TO_FWHM
 from psfmatch.convolution import correlate_spatial
 from psfmatch.errors import ConfigError
 from psfmatch.exposure import DEFAULT_MASK_PLANES, Exposure
@@ -52,9 +53,9 @@ from psfmatch.exposure import DEFAULT_MASK_PLANES, Exposure
 __all__ = [
     "SimulatedPair", "SimulatedPsf", "SimulationParams", "Truth", "TruthKernel",
     "gaussian_psf_image", "make_pair", "render_gaussians", "science_psf_fwhm_at",
+    "source_table",
 ]
 
-SIGMA2FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 BAD_COLUMN_VALUE = 1.0e5  #: garbage value written into the bad column (ADU)
 _STAMP_NSIGMA = 6.0
 
@@ -224,9 +225,9 @@ class SimulationParams:
                 _fail(name, getattr(self, name), "(low, high) with 0 < low <= high")
         if self.saturation <= max(self.sky_template, self.sky_science):
             _fail("saturation", self.saturation, "above both sky levels")
-        if self.bad_column is not None and (
-                isinstance(self.bad_column, bool) or not isinstance(self.bad_column, int | np.integer)
-                or not 0 <= self.bad_column < nx):
+        col = self.bad_column
+        if col is not None and (isinstance(col, bool) or not isinstance(col, int | np.integer)
+                                or not 0 <= col < nx):
             _fail("bad_column", self.bad_column, f"None or an integer column in [0, {nx})")
         if abs(self.template_offset[2]) > 10.0:
             _fail("template_offset", self.template_offset, "a rotation within +-10 deg")
@@ -247,7 +248,7 @@ class SimulationParams:
 
 def kernel_sigmas(params: SimulationParams) -> tuple[float, float]:
     """Widths ``(sigma_1, sigma_2)`` of the two kernel basis Gaussians (px)."""
-    sig_k2 = (params.science_fwhm**2 - params.template_fwhm**2) / SIGMA2FWHM**2
+    sig_k2 = (params.science_fwhm**2 - params.template_fwhm**2) / SIGMA_TO_FWHM**2
     g = params.kernel_width_gradient
     d = math.sqrt(max(0.0, 1.0 - (1.0 - 0.5 * g * g) ** 2))
     return (math.sqrt(sig_k2 * (1.0 - d)), math.sqrt(sig_k2 * (1.0 + d)))
@@ -343,10 +344,10 @@ class TruthKernel:
 def science_psf_fwhm_at(params: SimulationParams, x: Any, y: Any) -> np.ndarray:
     """Second-moment FWHM :math:`2.355 \\sqrt{\\sigma_T^2 + \\sigma_K^2(1 + d m)}` (px)."""
     kernel = TruthKernel.from_params(params)
-    sig_t = params.template_fwhm / SIGMA2FWHM
+    sig_t = params.template_fwhm / SIGMA_TO_FWHM
     w = kernel.weights_at(x, y)
     var = sum(wj * s**2 for wj, s in zip(w, kernel.sigmas, strict=True))
-    return SIGMA2FWHM * np.sqrt(sig_t**2 + var)
+    return SIGMA_TO_FWHM * np.sqrt(sig_t**2 + var)
 
 
 def render_gaussians(image: np.ndarray, x: Any, y: Any, flux: Any, sigma: Any, *,
@@ -413,7 +414,7 @@ def gaussian_psf_image(fwhm: float, size: int, *, dx: float = 0.0, dy: float = 0
         raise ValueError(f"size must be a positive odd integer, got {size!r}")
     img = np.zeros((size, size))
     c = size // 2
-    render_gaussians(img, c + dx, c + dy, 1.0, fwhm / SIGMA2FWHM)
+    render_gaussians(img, c + dx, c + dy, 1.0, fwhm / SIGMA_TO_FWHM)
     return img / img.sum()
 
 
@@ -436,7 +437,7 @@ class SimulatedPsf:
         """Second-moment FWHM at the image centre (px)."""
         c = self.kernel.centre if self.kernel else (0.0, 0.0)
         w, s = self._components(*c)
-        return float(SIGMA2FWHM * np.sqrt(np.sum(w * s**2)))
+        return float(SIGMA_TO_FWHM * np.sqrt(np.sum(w * s**2)))
 
     def image_at(self, x: float, y: float) -> np.ndarray:
         """Unit-sum ``size x size`` image centred on the stamp centre."""
@@ -492,6 +493,39 @@ class Truth:
                    photometric_scale=float(data["photometric_scale"]),
                    background=tuple(data["background"]), bad_column=data["bad_column"],
                    catalogues=dict(catalogues or {}))
+
+
+def source_table(truth: Truth) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Every simulated source as one flat table ``(columns, units)``.
+
+    Columns: ``kind`` (star, galaxy, transient, variable), ``x``, ``y`` (science parent
+    px; scene position, see :class:`Truth`), ``x_template``, ``y_template`` (NaN for
+    transients), ``flux_template``, ``flux_science``, ``flux_difference``
+    (``flux_science - scale * flux_template``), ``in_frame``.
+    """
+    cats, scale = truth.catalogues, truth.photometric_scale
+    k = truth.kernel
+    lo = np.asarray(k.centre) - np.asarray(k.half_extent) - 0.5
+    hi = np.asarray(k.centre) + np.asarray(k.half_extent) + 0.5
+    parts = []
+    for kind, name in (("star", "stars"), ("galaxy", "galaxies"), ("transient", "transients"),
+                       ("variable", "variables")):
+        c = cats[name]
+        n = c["x"].size
+        ft = c.get("flux_template", np.zeros(n))
+        parts.append({
+            "kind": np.full(n, kind, dtype="U9"), "x": c["x"], "y": c["y"],
+            "x_template": c.get("x_template", np.full(n, np.nan)),
+            "y_template": c.get("y_template", np.full(n, np.nan)),
+            "flux_template": ft, "flux_science": c["flux_science"],
+            "flux_difference": c["flux_science"] - scale * ft,
+            "in_frame": (c["x"] >= lo[0]) & (c["x"] < hi[0]) & (c["y"] >= lo[1])
+            & (c["y"] < hi[1]),
+        })
+    columns = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    units = {"x": "pix", "y": "pix", "x_template": "pix", "y_template": "pix",
+             "flux_template": "adu", "flux_science": "adu", "flux_difference": "adu"}
+    return columns, units
 
 
 @dataclass(frozen=True)
@@ -588,7 +622,7 @@ def make_pair(params: SimulationParams) -> SimulatedPair:
     ny, nx = p.shape
     x0, y0 = p.xy0
     kernel = TruthKernel.from_params(p)
-    sig_t = p.template_fwhm / SIGMA2FWHM
+    sig_t = p.template_fwhm / SIGMA_TO_FWHM
     centre = np.asarray(kernel.centre)
     rot = _rotation(p.template_offset[2])
     shift_t = np.asarray(p.template_offset[:2])

@@ -13,7 +13,7 @@ from psfmatch.convolution import correlate_spatial
 from psfmatch.errors import ConfigError
 from psfmatch.synth import (
     BAD_COLUMN_VALUE,
-    SIGMA2FWHM,
+    SIGMA_TO_FWHM,
     SimulationParams,
     Truth,
     TruthKernel,
@@ -21,6 +21,7 @@ from psfmatch.synth import (
     kernel_sigmas,
     make_pair,
     science_psf_fwhm_at,
+    source_table,
 )
 
 MASKED = ("SAT", "BAD", "CR")
@@ -54,7 +55,10 @@ def _bad_pixels(pair, exclude_radius=15.0):
     """Masked science pixels, template masks dilated by the kernel, border, and sources."""
     t, s, truth = pair.template, pair.science, pair.truth
     ks = truth.kernel.kernel_size
-    bad = (s.mask & s.plane_bitmask(MASKED)) != 0
+    # grow the science mask a little: SAT is set on the *noisy* value, so keeping the
+    # unclipped neighbours of a saturated core would select downward fluctuations
+    bad = ndimage.binary_dilation((s.mask & s.plane_bitmask(MASKED)) != 0,
+                                  structure=np.ones((7, 7), bool))
     tbad = (t.mask & t.plane_bitmask(MASKED)) != 0
     bad |= ndimage.binary_dilation(tbad, structure=np.ones((ks, ks), bool))
     edge = ks // 2
@@ -79,8 +83,8 @@ def _moments(img):
 @pytest.fixture(scope="module")
 def pair():
     params = SimulationParams(shape=(512, 512), seed=7, xy0=(1000, 2000),
-                              kernel_shift=(0.3, -0.2), saturation=2000.0, bad_column=200,
-                              n_cosmic_rays=15, n_transients=8, n_variables=8)
+                              kernel_shift=(0.3, -0.2), saturation=1000.0, bad_column=200,
+                              n_cosmic_rays=15, n_transients=15, n_variables=15)
     return make_pair(params)
 
 
@@ -140,9 +144,14 @@ def test_transient_and_variable_fluxes_recovered(pair):
     sources += [(x - dx, y - dy, f) for x, y, f in zip(
         cats["variables"]["x"], cats["variables"]["y"], cats["variables"]["flux_difference"],
         strict=True)]
+    pos = np.array([(x, y) for x, y, _ in sources])
     tested = 0
     for x, y, flux in sources:
+        if np.sort(np.hypot(pos[:, 0] - x, pos[:, 1] - y))[1] < 2 * r + 2:
+            continue  # blended with another transient or variable
         ic, jc = round(x - x0), round(y - y0)
+        if min(ic, jc) < r + c or ic >= s.shape[1] - r - c or jc >= s.shape[0] - r - c:
+            continue
         ap = ((xx + ic - (x - x0)) ** 2 + (yy + jc - (y - y0)) ** 2 <= r * r).astype(float)
         sl = np.s_[jc - r : jc + r + 1, ic - r : ic + r + 1]
         tsl = np.s_[jc - r - c : jc + r + c + 1, ic - r - c : ic + r + c + 1]
@@ -177,7 +186,7 @@ def test_kernel_sum_shift_and_width_gradient():
         assert cy - c == pytest.approx(-0.4, abs=1e-9)
         return math.sqrt(m2)
 
-    sig_k = math.sqrt(p.science_fwhm**2 - p.template_fwhm**2) / SIGMA2FWHM
+    sig_k = math.sqrt(p.science_fwhm**2 - p.template_fwhm**2) / SIGMA_TO_FWHM
     w_lo = width(x0, y0)  # m = -1: gradient direction has positive x and y components
     w_mid = width(*k.centre)
     w_hi = width(x0 + nx - 1, y0 + ny - 1)
@@ -211,8 +220,8 @@ def test_science_star_width_matches_model():
     assert cx + ic - 15 == pytest.approx(x, abs=0.02)
     sigma = math.sqrt(m2 - 1.0 / 12.0)  # remove the pixel-integration variance
     expected_centre = math.hypot(p.template_fwhm, math.sqrt(p.science_fwhm**2 - p.template_fwhm**2))
-    assert sigma * SIGMA2FWHM == pytest.approx(expected_centre, rel=0.02)
-    assert sigma * SIGMA2FWHM == pytest.approx(float(science_psf_fwhm_at(p, x, y)), rel=2e-3)
+    assert sigma * SIGMA_TO_FWHM == pytest.approx(expected_centre, rel=0.02)
+    assert sigma * SIGMA_TO_FWHM == pytest.approx(float(science_psf_fwhm_at(p, x, y)), rel=2e-3)
     assert float(science_psf_fwhm_at(p, xc, yc)) == pytest.approx(p.science_fwhm, rel=1e-12)
     assert pair.science.psf.fwhm == pytest.approx(p.science_fwhm, rel=1e-12)
 
@@ -222,7 +231,7 @@ def test_gaussian_psf_image():
     assert img.sum() == pytest.approx(1.0, abs=1e-12)
     _, cx, cy, m2 = _moments(img)
     assert (cx, cy) == (pytest.approx(12.0), pytest.approx(12.0))
-    assert math.sqrt(m2 - 1 / 12) * SIGMA2FWHM == pytest.approx(3.0, rel=1e-4)
+    assert math.sqrt(m2 - 1 / 12) * SIGMA_TO_FWHM == pytest.approx(3.0, rel=1e-4)
 
 
 # ---------------------------------------------------------------- masks and artefacts
@@ -231,7 +240,7 @@ def test_masks(pair):
     for role, sky in (("template", p.sky_template), ("science", p.sky_science)):
         exp = getattr(pair, role)
         sat, bad, cr = exp.plane("SAT"), exp.plane("BAD"), exp.plane("CR")
-        assert sat.sum() > 0
+        assert (sat & ~cr).sum() > 0  # stars saturate, not only cosmic rays
         np.testing.assert_array_equal(exp.image[sat & ~bad], np.float32(p.saturation - sky))
         assert np.all(exp.image[~sat & ~bad] + sky < p.saturation)
         col = p.bad_column
@@ -250,7 +259,7 @@ def test_masks(pair):
 # ---------------------------------------------------------------- warped template
 def test_warped_template_wcs_and_positions():
     p = SimulationParams(shape=(256, 320), template_offset=(3.3, -2.7, 0.8), xy0=(100, 200),
-                         seed=11, n_cosmic_rays=0)
+                         seed=11, n_cosmic_rays=0, add_noise=False, galaxy_density=0.0)
     pair = make_pair(p)
     stars = pair.truth.catalogues["stars"]
     x0, y0 = p.xy0
@@ -262,14 +271,19 @@ def test_warped_template_wcs_and_positions():
     np.testing.assert_allclose(py, stars["y"][sel] - y0, atol=1e-3)
     # the template image really has the star at its template-grid position
     tmpl = pair.template
-    ok = sel & ~stars["saturated"] & (stars["flux_template"] > 5e3)
+    xt, yt = stars["x_template"], stars["y_template"]
+    gal = pair.truth.catalogues["galaxies"]
+    px_all = np.concatenate([xt, gal["x_template"]])
+    py_all = np.concatenate([yt, gal["y_template"]])
+    nearest = np.sort(np.hypot(xt[:, None] - px_all, yt[:, None] - py_all), axis=1)[:, 1]
+    ok = sel & ~stars["saturated"] & (stars["flux_template"] > 2e3) & (nearest > 15)
     ok &= (stars["x_template"] > x0 + 20) & (stars["x_template"] < x0 + p.shape[1] - 20)
     ok &= (stars["y_template"] > y0 + 20) & (stars["y_template"] < y0 + p.shape[0] - 20)
     i = np.flatnonzero(ok)[np.argmax(stars["flux_template"][ok])]
     ic, jc = round(stars["x_template"][i] - x0), round(stars["y_template"][i] - y0)
     _, cx, cy, _ = _moments(tmpl.image[jc - 5 : jc + 6, ic - 5 : ic + 6].astype(float))
-    assert cx + ic - 5 + x0 == pytest.approx(stars["x_template"][i], abs=0.1)
-    assert cy + jc - 5 + y0 == pytest.approx(stars["y_template"][i], abs=0.1)
+    assert cx + ic - 5 + x0 == pytest.approx(stars["x_template"][i], abs=0.02)
+    assert cy + jc - 5 + y0 == pytest.approx(stars["y_template"][i], abs=0.02)
     # zero offset: identical WCS
     flat = make_pair(SimulationParams(shape=(128, 128)))
     assert np.allclose(flat.template.wcs.wcs.cd, flat.science.wcs.wcs.cd)
@@ -285,8 +299,26 @@ def test_truth_round_trip(pair):
     k = truth.kernel
     for x, y in [(k.centre[0], k.centre[1]), (1000.0, 2000.0), (1511.0, 2511.0), (1100.5, 2400.25)]:
         assert np.array_equal(back.kernel.kernel_at(x, y), k.kernel_at(x, y))
-    np.testing.assert_array_equal(back.background_at(1200.0, 2300.0), truth.background_at(1200.0, 2300.0))
+    np.testing.assert_array_equal(back.background_at(1200.0, 2300.0),
+                                  truth.background_at(1200.0, 2300.0))
     assert back.bad_column == truth.bad_column
+
+
+def test_source_table(pair):
+    columns, units = source_table(pair.truth)
+    cats = pair.truth.catalogues
+    n = sum(cats[k]["x"].size for k in ("stars", "galaxies", "transients", "variables"))
+    assert all(v.shape == (n,) for v in columns.values())
+    assert set(units) <= set(columns)
+    tr = columns["kind"] == "transient"
+    assert tr.sum() == cats["transients"]["x"].size
+    np.testing.assert_array_equal(columns["flux_difference"][tr],
+                                  cats["transients"]["flux_science"])
+    var = columns["kind"] == "variable"
+    np.testing.assert_allclose(columns["flux_difference"][var],
+                               cats["variables"]["flux_difference"])
+    np.testing.assert_array_equal(columns["in_frame"][columns["kind"] == "star"],
+                                  cats["stars"]["in_frame"])
 
 
 def test_kernel_sigmas_no_gradient():
