@@ -8,6 +8,7 @@ configfile: "config/config.yaml"
 include: "workflow/common.smk"
 include: "workflow/simulate.smk"
 include: "workflow/ingest.smk"
+include: "workflow/kernel.smk"
 
 
 rule all:

@@ -60,6 +60,7 @@ wildcard_constraints:
     pair=_alternation(PAIRS),
     sim=_alternation(SIMULATED),
     role="template|science",
+    iteration=r"\d+",
 
 
 def pair_input(wildcards):
@@ -91,5 +92,90 @@ def simulation_params(wildcards):
 def all_outputs():
     """Everything `snakemake` builds by default."""
     outputs = [f"results/simulated/{name}/truth.json" for name in SIMULATED]
-    outputs += [f"results/{pair}/input/{role}.fits" for pair in PAIRS for role in SIM_ROLES]
+    outputs += [product for pair in PAIRS for product in pair_products(pair)]
     return outputs
+
+
+# --- which psf_match fields each step reads (LSST names; dotted = nested block).
+# A step's params carry only these, so changing one field reruns only its readers.
+_BASIS_FIELDS = [
+    "kernelBasisSet", "kernelSize", "scaleByFwhm", "kernelSizeFwhmScaling", "kernelSizeMin",
+    "kernelSizeMax", "alardNGauss", "alardDegGauss", "alardSigGauss", "alardGaussBeta",
+    "alardMinSig", "alardMinSigDeconv",
+]
+_RESIDUAL_FIELDS = [
+    "candidateResidualMeanMax", "candidateResidualStdMax", "useCoreStats",
+    "candidateCoreRadius", "badMaskPlanes",
+]
+STEP_FIELDS = {
+    "detect": [
+        "detectionConfig.detThreshold", "detectionConfig.detThresholdType",
+        "detectionConfig.detOnTemplate", "detectionConfig.badMaskPlanes",
+        "detectionConfig.fpNpixMin", "detectionConfig.fpNpixMax",
+    ],
+    "select": _BASIS_FIELDS + [
+        "detectionConfig.fpGrowKernelScaling", "detectionConfig.fpGrowPix",
+        "detectionConfig.scaleByFwhm", "badMaskPlanes", "sizeCellX", "sizeCellY",
+    ],
+    "fit_single_kernels": _BASIS_FIELDS + _RESIDUAL_FIELDS + [
+        "fitForBackground", "constantVarianceWeighting", "iterateSingleKernel",
+        "checkConditionNumber", "maxConditionNumber", "conditionNumberType",
+        "singleKernelClipping", "calculateKernelUncertainty", "useBicForKernelBasis",
+    ],
+    "kernel_sum_clip": ["kernelSumClipping", "maxKsumSigma", "nStarPerCell"],
+    "spatial_fit": [
+        "spatialModelType", "spatialKernelOrder", "spatialBgOrder", "nStarPerCell",
+        "conditionNumberType", "maxSpatialConditionNumber", "usePcaForSpatialKernel",
+    ],
+    "assess": _RESIDUAL_FIELDS + ["spatialKernelClipping", "nStarPerCell"],
+    "convolve": ["nStarPerCell"],
+}
+
+
+def psf_match_fields(step):
+    """The part of the psf_match block that `step` reads (nested blocks kept nested)."""
+    block = config["psf_match"]
+    out = {}
+    for name in STEP_FIELDS[step]:
+        if "." in name:
+            outer, inner = name.split(".", 1)
+            if inner in block.get(outer, {}):
+                out.setdefault(outer, {})[inner] = block[outer][inner]
+        elif name in block:
+            out[name] = block[name]
+    return out
+
+
+N_ITERATIONS = PSF_MATCH.max_spatial_iterations
+
+
+def ksum_input(wildcards):
+    """Iteration 0 clips the single-kernel table; later ones the previous assessment."""
+    i = int(wildcards.iteration)
+    if i == 0:
+        return f"results/{wildcards.pair}/fit/candidates.parquet"
+    return f"results/{wildcards.pair}/iter{i - 1}/assess.parquet"
+
+
+def final_assessment(wildcards):
+    """The assessment of the last spatial iteration."""
+    return f"results/{wildcards.pair}/iter{N_ITERATIONS - 1}/assess.parquet"
+
+
+def pair_products(pair):
+    """The user-facing products of one pair."""
+    products = [
+        f"results/{pair}/difference.fits",
+        f"results/{pair}/kernel.fits",
+        f"results/{pair}/metrics.json",
+    ]
+    if config.get("output", {}).get("matched_template", True):
+        products.append(f"results/{pair}/matched_template.fits")
+    return products
+
+
+def matched_template_output():
+    """The optional matched-template output of the convolve rule."""
+    if config.get("output", {}).get("matched_template", True):
+        return {"matched": "results/{pair}/matched_template.fits"}
+    return {}

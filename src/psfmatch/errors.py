@@ -6,6 +6,7 @@ __all__ = [
     "ConfigError",
     "ExposureError",
     "InputFileError",
+    "InsufficientCandidatesError",
     "PairsSheetError",
     "PsfMatchError",
 ]
@@ -32,3 +33,20 @@ class InputFileError(PsfMatchError, OSError):
 
     The message always names the file (and HDU where one is involved).
     """
+
+
+class InsufficientCandidatesError(PsfMatchError, RuntimeError):
+    """Too few kernel candidates survive (ip_diffim's ``InsufficientKernelSourcesError``).
+
+    ``counts`` maps each stage (detected, selected, single-kernel good, ...) to the number
+    of candidates left after it, so the message says where they were lost.
+    """
+
+    def __init__(self, message: str, counts: dict[str, int] | None = None) -> None:
+        self.bare_message = message
+        self.counts = dict(counts or {})
+        detail = ", ".join(f"{k}={v}" for k, v in self.counts.items())
+        super().__init__(f"{message} (candidates per stage: {detail})" if detail else message)
+
+    def __reduce__(self):  # keep counts through pickling (multiprocessing, Snakemake)
+        return (type(self), (self.bare_message, self.counts))

@@ -41,8 +41,10 @@ __all__ = [
     "read_exposure",
     "read_json",
     "read_table",
+    "read_arrays",
     "read_kernel",
     "read_psf_image",
+    "write_arrays",
     "write_exposure",
     "write_json",
     "write_kernel",
@@ -806,3 +808,56 @@ def read_psf_image(path: str | os.PathLike[str]) -> ImagePsf:
         return ImagePsf(hdu.data)
     except ExposureError as exc:
         raise InputFileError(f"PSF {_where(path, hdu)}: {exc}") from exc
+
+
+def write_arrays(
+    path: str | os.PathLike[str],
+    arrays: Mapping[str, np.ndarray],
+    *,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write named numeric arrays as image HDUs of one FITS file (atomic).
+
+    Each array becomes an ImageHDU with ``EXTNAME`` = its key; ``metadata`` is stored
+    as JSON text in a one-row ``METADATA`` table. Used for per-candidate stamps and
+    kernels, which travel between steps as cubes.
+    """
+    hdus: list[Any] = [fits.PrimaryHDU()]
+    for name, data in arrays.items():
+        hdus.append(fits.ImageHDU(np.ascontiguousarray(data), name=name.upper()))
+    meta = json.dumps(_jsonable(dict(metadata or {})), sort_keys=True)
+    hdus.append(
+        fits.BinTableHDU.from_columns(
+            [fits.Column(name="json", format=f"{max(len(meta), 1)}A", array=np.array([meta]))],
+            name="METADATA",
+        )
+    )
+    with _atomic_output(path) as tmp:
+        fits.HDUList(hdus).writeto(tmp)
+    return Path(path)
+
+
+def read_arrays(
+    path: str | os.PathLike[str], names: tuple[str, ...] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read the arrays (and metadata) written by :func:`write_arrays`.
+
+    ``names`` lists the HDUs that must be present (:class:`InputFileError` otherwise).
+    Zero-length arrays come back with shape ``(0,)``.
+    """
+    path, hdus = _load_fits(path, "array file")
+    arrays = {
+        h.name: (h.data if h.data is not None else np.zeros(0))
+        for h in hdus[1:]
+        if h.name != "METADATA"
+    }
+    missing = [n for n in (names or ()) if n.upper() not in arrays]
+    if missing:
+        raise InputFileError(f"array file {path} lacks HDU(s) {missing}")
+    meta: dict[str, Any] = {}
+    for h in hdus:
+        if h.name == "METADATA" and h.data is not None:
+            text = h.data["json"][0]
+            text = text.decode() if isinstance(text, bytes) else str(text)
+            meta = json.loads(text) if text.strip() else {}
+    return arrays, meta

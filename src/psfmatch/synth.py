@@ -154,7 +154,7 @@ class SimulationParams:
     flux_max: float = 1.0e6
     galaxy_density: float = 200.0
     galaxy_sigma_range: tuple[float, float] = (2.0, 6.0)
-    saturation: float = 3000.0
+    saturation: float = 60000.0
     bad_column: int | None = 100
     n_cosmic_rays: int = 20
     cosmic_ray_flux_range: tuple[float, float] = (1000.0, 10000.0)

@@ -100,6 +100,9 @@ REFERENCE_DEFAULTS = {
         "growFullMask": ["EDGE"],
     },
 }
+# AlardLuptonSubtractConfig.setDefaults (reference §1.8.1): what ip_diffim runs in
+# production, and what config/config.yaml ships.
+PRODUCTION_OVERRIDES = {"fitForBackground": True, "spatialKernelOrder": 1, "spatialBgOrder": 2}
 MODEL_PSF_MATCH_DEFAULTS = {"doAutoPadPsf": True, "autoPadPsfTo": 1.4, "padPsfBy": 0}
 
 
@@ -150,10 +153,10 @@ def test_schema_describes_every_field_and_sets_no_defaults(schema):
     walk(schema["properties"]["psf_match"], "psf_match")
 
 
-def test_shipped_config_equals_defaults_and_validates(config, schema):
+def test_shipped_config_equals_production_defaults_and_validates(config, schema):
     validate(copy.deepcopy(config), schema=str(SCHEMA_PATH))
     parsed = PsfMatchConfig.from_lsst(config["psf_match"])
-    assert parsed == PsfMatchConfig()
+    assert parsed.to_lsst() == {**REFERENCE_DEFAULTS, **PRODUCTION_OVERRIDES}
     assert ModelPsfMatchConfig.from_lsst(config["model_psf_match"]["psf_match"]) == (
         ModelPsfMatchConfig()
     )

@@ -1,0 +1,18 @@
+"""Rule convolve: apply the kernel to the template, subtract, write products and metrics."""
+
+# `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
+from psfmatch.logs import log_to_file
+from psfmatch.steps import convolve
+
+with log_to_file(snakemake.log[0]):  # noqa: F821
+    convolve(
+        template_path=snakemake.input.template,
+        science_path=snakemake.input.science,
+        kernel_path=snakemake.input.kernel,
+        candidates_path=snakemake.input.candidates,
+        difference_path=snakemake.output.difference,
+        matched_path=snakemake.output.get("matched"),
+        metrics_path=snakemake.output.metrics,
+        psf_match=snakemake.params.psf_match,
+        label=f"pair {snakemake.wildcards.pair!r}",
+    )

@@ -1,0 +1,16 @@
+"""Rule detect: find kernel candidates and measure the PSF FWHMs."""
+
+# `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
+from psfmatch.logs import log_to_file
+from psfmatch.steps import detect
+
+with log_to_file(snakemake.log[0]):  # noqa: F821
+    detect(
+        template_path=snakemake.input.template,
+        science_path=snakemake.input.science,
+        candidates_path=snakemake.output.candidates,
+        psf_path=snakemake.output.psf,
+        psf_match=snakemake.params.psf_match,
+        background_box_size=snakemake.params.background_box_size,
+        label=f"pair {snakemake.wildcards.pair!r}",
+    )

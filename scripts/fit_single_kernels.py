@@ -1,0 +1,16 @@
+"""Rule fit_single_kernels: per-candidate kernel fits with residual clipping."""
+
+# `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
+from psfmatch.logs import log_to_file
+from psfmatch.steps import fit_single_kernels
+
+with log_to_file(snakemake.log[0]):  # noqa: F821
+    fit_single_kernels(
+        candidates_path=snakemake.input.candidates,
+        stamps_path=snakemake.input.stamps,
+        psf_path=snakemake.input.psf,
+        output_candidates=snakemake.output.candidates,
+        output_kernels=snakemake.output.kernels,
+        psf_match=snakemake.params.psf_match,
+        label=f"pair {snakemake.wildcards.pair!r}",
+    )

@@ -1,0 +1,14 @@
+"""Rule kernel_sum_clip: reject kernel-sum outliers among the active candidates."""
+
+# `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
+from psfmatch.logs import log_to_file
+from psfmatch.steps import kernel_sum_clip
+
+with log_to_file(snakemake.log[0]):  # noqa: F821
+    kernel_sum_clip(
+        candidates_path=snakemake.input.candidates,
+        output_candidates=snakemake.output.candidates,
+        psf_match=snakemake.params.psf_match,
+        iteration=int(snakemake.wildcards.iteration),
+        label=f"pair {snakemake.wildcards.pair!r}",
+    )

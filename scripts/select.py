@@ -1,0 +1,20 @@
+"""Rule select: vet candidates, assign cells, cut stamps."""
+
+# `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
+from psfmatch.logs import log_to_file
+from psfmatch.steps import select
+
+with log_to_file(snakemake.log[0]):  # noqa: F821
+    select(
+        template_path=snakemake.input.template,
+        science_path=snakemake.input.science,
+        candidates_path=snakemake.input.candidates,
+        psf_path=snakemake.input.psf,
+        output_candidates=snakemake.output.candidates,
+        output_stamps=snakemake.output.stamps,
+        psf_match=snakemake.params.psf_match,
+        min_snr=snakemake.params.min_snr,
+        exclude_mask_planes=snakemake.params.exclude_mask_planes,
+        max_candidates=snakemake.params.max_candidates,
+        label=f"pair {snakemake.wildcards.pair!r}",
+    )

@@ -1,0 +1,15 @@
+"""Rules spatial_fit and final_kernel: joint spatial kernel and background fit."""
+
+# `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
+from psfmatch.logs import log_to_file
+from psfmatch.steps import spatial_fit
+
+with log_to_file(snakemake.log[0]):  # noqa: F821
+    spatial_fit(
+        candidates_path=snakemake.input.candidates,
+        kernels_path=snakemake.input.kernels,
+        output_kernel=snakemake.output.kernel,
+        psf_match=snakemake.params.psf_match,
+        iteration=snakemake.wildcards.get("iteration", "final"),
+        label=f"pair {snakemake.wildcards.pair!r}",
+    )

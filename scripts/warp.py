@@ -1,0 +1,16 @@
+"""Rule warp: resample the template onto the science pixel grid."""
+
+# `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
+from psfmatch.logs import log_to_file
+from psfmatch.steps import warp
+
+with log_to_file(snakemake.log[0]):  # noqa: F821
+    warp(
+        template_path=snakemake.input.template,
+        science_path=snakemake.input.science,
+        output_path=snakemake.output.template,
+        info_path=snakemake.output.info,
+        warping=snakemake.params.warping,
+        same_grid_tolerance=snakemake.params.same_grid_tolerance,
+        label=f"pair {snakemake.wildcards.pair!r}",
+    )
