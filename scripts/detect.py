@@ -12,5 +12,6 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         psf_path=snakemake.output.psf,
         psf_match=snakemake.params.psf_match,
         background_box_size=snakemake.params.background_box_size,
+        exclude_mask_planes=snakemake.params.exclude_mask_planes,
         label=f"pair {snakemake.wildcards.pair!r}",
     )

@@ -40,6 +40,7 @@ rule detect:
     params:
         psf_match=psf_match_fields("detect"),
         background_box_size=config.get("detection", {}).get("background_box_size", 64),
+        exclude_mask_planes=config.get("detection", {}).get("exclude_mask_planes", []),
         version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"

@@ -215,8 +215,12 @@ def detect(
     psf_match: Mapping[str, Any],
     background_box_size: int,
     label: str,
+    exclude_mask_planes: tuple[str, ...] = (),
 ) -> None:
     """Detect kernel candidates and measure both PSF FWHMs (reference §1.4, §6.1, §6.4a).
+
+    Pixels with ``detectionConfig.badMaskPlanes`` or ``exclude_mask_planes`` cannot be
+    part of a detection (so a bad column is not mistaken for a source).
 
     Detection runs on the template if ``detOnTemplate`` (the image that gets convolved),
     else on the science image. FWHMs come from the exposures' PSF models when present,
@@ -237,7 +241,7 @@ def detect(
         n_pixels_min=det.fp_npix_min,
         n_pixels_max=det.fp_npix_max,
         background_box_size=background_box_size,
-        bad_mask_planes=det.bad_mask_planes,
+        bad_mask_planes=tuple(dict.fromkeys([*det.bad_mask_planes, *exclude_mask_planes])),
     )
     n = len(table["id"])
     logger.info("%s: %d detections on the %s", label, n, "template" if det.det_on_template else "science image")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,64 +12,128 @@ import pytest
 import yaml
 
 from psfmatch import io
+from psfmatch.kernel import SpatialKernel
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
+
+# A 512² pair dense enough in bright stars for a well-constrained order-1 fit, and an
+# empty 256² pair (no stars) that must fail on its own.
+SIMULATIONS = {
+    "good": {"seed": 3, "shape": [512, 512], "star_density": 6000.0, "flux_min": 2000.0},
+    "empty": {"seed": 4, "shape": [256, 256], "star_density": 0.0, "galaxy_density": 0.0,
+              "n_transients": 0, "n_variables": 0, "n_cosmic_rays": 0},
+}
 
 
-def _workdir(tmp_path: Path, *, psf_match: dict | None = None) -> Path:
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["simulate"] = {"small": {"seed": 3, "shape": [256, 256]}}
-    config["pairs"] = "config/pairs.tsv"
-    if psf_match:
-        config["psf_match"].update(psf_match)
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    (tmp_path / "config" / "pairs.tsv").write_text(
-        "pair\ttemplate\tscience\n"
-        "p1\tresults/simulated/small/template.fits\tresults/simulated/small/science.fits\n"
+def _write_config(workdir: Path, config: dict, pairs: list[str]) -> None:
+    (workdir / "config").mkdir(exist_ok=True)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = "".join(
+        f"{p}\tresults/simulated/{p}/template.fits\tresults/simulated/{p}/science.fits\n"
+        for p in pairs
     )
-    return tmp_path
+    (workdir / "config" / "pairs.tsv").write_text("pair\ttemplate\tscience\n" + rows)
+
+
+def _base_config(pairs: list[str]) -> dict:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["simulate"] = {p: SIMULATIONS[p] for p in pairs}
+    config["pairs"] = "config/pairs.tsv"
+    return config
 
 
 def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
          "--directory", str(workdir), *args],
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True, text=True, timeout=900, check=False,
     )
 
 
-def test_workflow_runs_and_ingest_is_lossless(tmp_path):
-    workdir = _workdir(tmp_path)
-    run = _snakemake(workdir, "--cores", "2")
-    assert run.returncode == 0, run.stdout + run.stderr
-    for role in ("template", "science"):
-        simulated = io.read_exposure(workdir / f"results/simulated/small/{role}.fits")
-        ingested = io.read_exposure(workdir / f"results/p1/input/{role}.fits")
-        np.testing.assert_array_equal(ingested.image, simulated.image)
-        np.testing.assert_array_equal(ingested.mask, simulated.mask)
-        np.testing.assert_array_equal(ingested.variance, simulated.variance)
-        assert ingested.mask_planes == simulated.mask_planes
-        assert (workdir / f"logs/ingest/p1.{role}.log").is_file()
-    truth = io.read_json(workdir / "results/simulated/small/truth.json")
-    assert truth["params"]["shape"] == [256, 256]
-    # Nothing left to do on a second run.
-    again = _snakemake(workdir, "--cores", "2", "-n")
-    assert "Nothing to be done" in again.stdout + again.stderr
+def _jobs(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a dry run."""
+    table = dry_run_output.split("Job stats:")[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+            if m.group(1) not in ("total", "job")}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One --keep-going run over a good and an empty pair, shared by the tests below."""
+    workdir = tmp_path_factory.mktemp("wf")
+    _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
+    run = _snakemake(workdir, "--cores", "2", "--keep-going")
+    return workdir, run
+
+
+def test_good_pair_produces_every_product(finished_run):
+    workdir, run = finished_run
+    out = workdir / "results" / "good"
+    for name in ("difference.fits", "matched_template.fits", "kernel.fits", "metrics.json"):
+        assert (out / name).is_file(), run.stdout + run.stderr
+    # ingest is lossless
+    simulated = io.read_exposure(workdir / "results/simulated/good/science.fits")
+    ingested = io.read_exposure(out / "input/science.fits")
+    np.testing.assert_array_equal(ingested.image, simulated.image)
+    np.testing.assert_array_equal(ingested.mask, simulated.mask)
+    np.testing.assert_array_equal(ingested.variance, simulated.variance)
+    metrics = io.read_json(out / "metrics.json")
+    truth = io.read_json(workdir / "results/simulated/good/truth.json")
+    assert metrics["verdict"] == "well constrained"
+    # Kernel sum within 1 % of the photometric scale on this small, 512² field.
+    assert metrics["kernel_sum"] == pytest.approx(truth["photometric_scale"], rel=0.01)
+    assert SpatialKernel.read(out / "kernel.fits").kernel_sum == metrics["kernel_sum"]
+    # Unmasked difference pixels are noise-like: clipped std of D/sigma near 1
+    # (stars, galaxies and transients excluded by the clipping).
+    assert abs(metrics["difference"]["clipped_std"] - 1.0) < 0.05
+    for rule in ("warp", "detect", "select", "fit_single_kernels", "convolve"):
+        assert (workdir / f"logs/{rule}/good.log").is_file()
+        assert (workdir / f"benchmarks/{rule}/good.tsv").is_file()
+
+
+def test_empty_pair_fails_alone_with_counts_and_no_partial_outputs(finished_run):
+    workdir, run = finished_run
+    assert run.returncode != 0
+    log = (workdir / "logs/detect/empty.log").read_text()
+    assert "InsufficientCandidatesError" in log
+    assert "pair 'empty'" in log
+    assert "detected=0" in log
+    assert not (workdir / "results/empty/detect").exists() or not any(
+        (workdir / "results/empty/detect").iterdir()
+    )
+    assert not list((workdir / "results").rglob(".tmp-*"))
+
+
+def test_changing_spatial_order_reruns_only_the_steps_that_read_it(finished_run, tmp_path):
+    workdir, _ = finished_run
+    config = _base_config(["good"])
+    config["psf_match"]["spatialKernelOrder"] = 2
+    _write_config(workdir, config, ["good"])
+    try:
+        dry = _snakemake(workdir, "-n", "--cores", "2")
+        jobs = _jobs(dry.stdout)
+        assert {"spatial_fit", "assess", "final_kernel", "convolve"} <= set(jobs), dry.stdout
+        assert not {"simulate", "ingest", "warp", "detect", "select", "fit_single_kernels"} & set(jobs)
+    finally:
+        _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
 
 
 def test_typo_in_psf_match_fails_before_any_job(tmp_path):
-    workdir = _workdir(tmp_path, psf_match={"kernalSize": 21})
-    run = _snakemake(workdir, "-n")
+    config = _base_config(["good"])
+    config["psf_match"]["kernalSize"] = 21
+    _write_config(tmp_path, config, ["good"])
+    run = _snakemake(tmp_path, "-n")
     assert run.returncode != 0
     assert "kernalSize" in run.stdout + run.stderr
-    assert not (workdir / "results").exists()
+    assert not (tmp_path / "results").exists()
 
 
 def test_out_of_range_value_fails_naming_key_and_value(tmp_path):
-    workdir = _workdir(tmp_path, psf_match={"spatialKernelOrder": -1})
-    run = _snakemake(workdir, "-n")
+    config = _base_config(["good"])
+    config["psf_match"]["spatialKernelOrder"] = -1
+    _write_config(tmp_path, config, ["good"])
+    run = _snakemake(tmp_path, "-n")
     assert run.returncode != 0
     assert "spatialKernelOrder" in run.stdout + run.stderr
     assert "-1" in run.stdout + run.stderr
