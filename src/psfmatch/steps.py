@@ -255,7 +255,9 @@ def detect(
             psf[role] = {"fwhm": float(exposure.psf.fwhm), "method": "psf_model", "n_stars": 0}
             continue
         try:
-            fwhm, used = measure_fwhm(exposure, table["x"][bright], table["y"][bright])
+            fwhm, used = measure_fwhm(
+                exposure, table["x"][bright], table["y"][bright], min_separation=10.0
+            )
         except PsfMatchError as err:
             raise type(err)(f"{label}: measuring the {role} PSF FWHM: {err}") from err
         psf[role] = {"fwhm": fwhm, "method": "adaptive_moments", "n_stars": used}
