@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import signal
+from scipy import fft
 
 __all__ = ["correlate", "correlate_spatial", "kernel_border"]
 
@@ -57,9 +57,17 @@ def correlate(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """
     kernel = _check_kernel(kernel)
     image = np.asarray(image, dtype=np.float64)
-    # correlation == convolution with the kernel flipped on both axes; 'same' keeps
-    # the centre element of an odd kernel aligned with the output pixel.
-    return signal.fftconvolve(image, kernel[::-1, ::-1], mode="same")
+    # correlation == convolution with the kernel flipped on both axes; cropping the
+    # full convolution by the kernel half-widths keeps the centre element of an odd
+    # kernel aligned with the output pixel.
+    (ny, nx), (ky, kx) = image.shape, kernel.shape
+    shape = [fft.next_fast_len(n + k - 1, True) for n, k in ((ny, ky), (nx, kx))]
+    full = fft.irfft2(
+        fft.rfft2(image, shape, workers=-1) * fft.rfft2(kernel[::-1, ::-1], shape, workers=-1),
+        shape,
+        workers=-1,
+    )
+    return full[ky // 2 : ky // 2 + ny, kx // 2 : kx // 2 + nx]
 
 
 def correlate_spatial(

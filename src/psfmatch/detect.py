@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from astropy.stats import sigma_clipped_stats
-from photutils.background import Background2D
+from photutils.background import Background2D, MedianBackground
 from photutils.segmentation import SourceCatalog, detect_sources
 from photutils.utils.exceptions import NoDetectionsWarning
 from scipy.spatial import cKDTree
@@ -83,7 +83,9 @@ def _subtract_background(image: np.ndarray, bad: np.ndarray, box_size: int) -> n
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=RuntimeWarning)
-            bkg = Background2D(data, box, mask=bad).background
+            bkg = Background2D(
+                data, box, mask=bad, bkg_estimator=MedianBackground(), sigma_clip=None
+            ).background
         if not np.all(np.isfinite(bkg)):
             raise ValueError("non-finite background")
     except ValueError as exc:

@@ -166,7 +166,12 @@ def _load_fits(path: str | os.PathLike[str], what: str = "FITS file") -> tuple[P
                 for index, hdu in enumerate(hdul):
                     data = None
                     if isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
-                        data = None if hdu.data is None else np.array(hdu.data)
+                        # one copy that also converts FITS big-endian to native order
+                        data = (
+                            None
+                            if hdu.data is None
+                            else hdu.data.astype(hdu.data.dtype.newbyteorder("="))
+                        )
                     elif isinstance(hdu, fits.BinTableHDU) and hdu.data is not None:
                         data = np.array(hdu.data)  # structured array
                     hdus.append(_Hdu(index, hdu.name, hdu.header.copy(), data))

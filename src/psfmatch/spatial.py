@@ -73,6 +73,18 @@ class SpatialFunction:
 
     def terms(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray:
         """All terms at ``(x, y)`` (parent pixels); shape ``(n_terms, *broadcast(x, y).shape)``."""
+        factors = self.separable_terms(x, y)
+        shape = np.broadcast(np.asarray(x), np.asarray(y)).shape
+        return np.array([np.broadcast_to(fx * fy, shape) for fx, fy in factors])
+
+    def separable_terms(
+        self, x: np.ndarray | float, y: np.ndarray | float
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each term as a pair of factors ``(g(x), h(y))`` with term = ``g(x)·h(y)``.
+
+        Both families are separable, so a term over a whole image costs two 1-D
+        evaluations; pass ``x`` as a row and ``y`` as a column to broadcast lazily.
+        """
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         if self.model_type == "polynomial":
@@ -91,16 +103,16 @@ class SpatialFunction:
             eye = np.eye(self.order + 1)
             powers_x = [chebyshev.chebval(xs, eye[p]) for p in range(self.order + 1)]
             powers_y = [chebyshev.chebval(ys, eye[p]) for p in range(self.order + 1)]
-        return np.array(
-            [
-                np.broadcast_arrays(powers_x[px] * powers_y[py], xs, ys)[0]
-                for px, py in polynomial_terms(self.order)
-            ]
-        )
+        return [(powers_x[px], powers_y[py]) for px, py in polynomial_terms(self.order)]
 
     def evaluate(self, coefficients: np.ndarray, x: np.ndarray | float, y: np.ndarray | float):
-        """``Σ_t c_t f_t(x, y)``."""
-        return np.tensordot(np.asarray(coefficients, dtype=np.float64), self.terms(x, y), axes=1)
+        """``Σ_t c_t f_t(x, y)`` (accumulated term by term, no stack of full-size terms)."""
+        shape = np.broadcast(np.asarray(x), np.asarray(y)).shape
+        out = np.zeros(shape)
+        for c, (fx, fy) in zip(np.asarray(coefficients, dtype=np.float64),
+                               self.separable_terms(x, y), strict=True):
+            out = out + c * fx * fy
+        return out[()] if out.ndim == 0 else out
 
 
 @dataclass(frozen=True)

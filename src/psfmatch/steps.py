@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from psfmatch import io, synth
+from psfmatch import io
 from psfmatch.errors import PsfMatchError
 
 __all__ = [
@@ -54,6 +54,8 @@ def simulate(
     (kernel, scale, background, catalogues' summary) and ``sources.parquet`` (every
     simulated source with its kind, position and fluxes).
     """
+    from psfmatch import synth
+
     params = synth.SimulationParams(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in simulation.items()}
     )

@@ -111,11 +111,14 @@ def convolve_exposure(
     xs = np.arange(nx, dtype=np.float64) + x0
     out = np.zeros((ny, nx), dtype=np.float64)
     refactored = kernel.refactored()
-    terms = kernel.kernel_function.terms(xs[None, :], ys[:, None])
-    for t, kernel_t in enumerate(refactored):
+    factors = kernel.kernel_function.separable_terms(xs[None, :], ys[:, None])
+    for (fx, fy), kernel_t in zip(factors, refactored, strict=True):
         if not np.any(kernel_t):
             continue
-        out += terms[t] * _correlate_ft(image_ft, kernel_t, fshape, (ny, nx))
+        corr = _correlate_ft(image_ft, kernel_t, fshape, (ny, nx))
+        corr *= fy
+        corr *= fx
+        out += corr
     del image_ft
     out_var = _blockwise_variance(
         variance.astype(np.float32), kernel, variance_block, template.xy0
