@@ -726,6 +726,22 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 # ---------------------------------------------------------------------- kernels
+def _metadata_hdu(metadata: Mapping[str, Any]) -> fits.BinTableHDU:
+    """One-row ``METADATA`` table holding ``metadata`` as JSON text."""
+    text = json.dumps(_jsonable(dict(metadata)), sort_keys=True)
+    column = fits.Column(name="json", format=f"{max(len(text), 1)}A", array=np.array([text]))
+    return fits.BinTableHDU.from_columns([column], name="METADATA")
+
+
+def _read_metadata_hdu(hdu: _Hdu) -> dict[str, Any]:
+    """Inverse of :func:`_metadata_hdu`."""
+    if hdu.data is None:
+        return {}
+    text = hdu.data["json"][0]
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    return json.loads(text) if text.strip() else {}
+
+
 def write_kernel(path: str | os.PathLike[str], kernel: Any) -> Path:
     """Write a :class:`~psfmatch.kernel.SpatialKernel` as ``kernel.fits`` (atomic).
 
@@ -749,16 +765,12 @@ def write_kernel(path: str | os.PathLike[str], kernel: Any) -> Path:
     bg = kernel.background_function
     header["BGMODEL"] = (bg.model_type if bg is not None else "none", "background family")
     header["BGORDER"] = (bg.order if bg is not None else -1, "background order (-1: none)")
-    meta = json.dumps(_jsonable(kernel.metadata), sort_keys=True)
     hdus = [
         primary,
         fits.ImageHDU(np.asarray(kernel.basis, dtype=np.float64), name="BASIS"),
         fits.ImageHDU(np.asarray(kernel.coefficients, dtype=np.float64), name="COEFFS"),
         fits.ImageHDU(np.asarray(kernel.background_coefficients, dtype=np.float64), name="BACKGROUND"),
-        fits.BinTableHDU.from_columns(
-            [fits.Column(name="json", format=f"{max(len(meta), 1)}A", array=np.array([meta]))],
-            name="METADATA",
-        ),
+        _metadata_hdu(kernel.metadata),
     ]
     with _atomic_output(path) as tmp:
         fits.HDUList(hdus).writeto(tmp)
@@ -787,8 +799,6 @@ def read_kernel(path: str | os.PathLike[str]) -> Any:
     except KeyError as exc:
         raise InputFileError(f"kernel file {path} PRIMARY lacks card {exc}") from None
     background = by_name["BACKGROUND"].data
-    meta_text = by_name["METADATA"].data["json"][0]
-    meta_text = meta_text.decode() if isinstance(meta_text, bytes) else str(meta_text)
     return SpatialKernel(
         basis=np.asarray(by_name["BASIS"].data, dtype=np.float64),
         coefficients=np.asarray(by_name["COEFFS"].data, dtype=np.float64),
@@ -797,7 +807,7 @@ def read_kernel(path: str | os.PathLike[str]) -> Any:
             np.zeros(0) if background is None else np.asarray(background, dtype=np.float64)
         ),
         background_function=bg_func,
-        metadata=json.loads(meta_text) if meta_text.strip() else {},
+        metadata=_read_metadata_hdu(by_name["METADATA"]),
     )
 
 
@@ -830,13 +840,7 @@ def write_arrays(
     hdus: list[Any] = [fits.PrimaryHDU()]
     for name, data in arrays.items():
         hdus.append(fits.ImageHDU(np.ascontiguousarray(data), name=name.upper()))
-    meta = json.dumps(_jsonable(dict(metadata or {})), sort_keys=True)
-    hdus.append(
-        fits.BinTableHDU.from_columns(
-            [fits.Column(name="json", format=f"{max(len(meta), 1)}A", array=np.array([meta]))],
-            name="METADATA",
-        )
-    )
+    hdus.append(_metadata_hdu(metadata or {}))
     with _atomic_output(path) as tmp:
         fits.HDUList(hdus).writeto(tmp)
     return Path(path)
@@ -859,10 +863,5 @@ def read_arrays(
     missing = [n for n in (names or ()) if n.upper() not in arrays]
     if missing:
         raise InputFileError(f"array file {path} lacks HDU(s) {missing}")
-    meta: dict[str, Any] = {}
-    for h in hdus:
-        if h.name == "METADATA" and h.data is not None:
-            text = h.data["json"][0]
-            text = text.decode() if isinstance(text, bytes) else str(text)
-            meta = json.loads(text) if text.strip() else {}
+    meta = next((_read_metadata_hdu(h) for h in hdus if h.name == "METADATA"), {})
     return arrays, meta

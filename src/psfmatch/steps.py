@@ -374,11 +374,15 @@ def _region(template, science) -> list[int]:
 
 
 def _load_stamps(path: str):
+    """Template and science stamp stacks, both masks in the science plane numbering."""
     arrays, meta = io.read_arrays(
         path, ("T_IMAGE", "T_VARIANCE", "T_MASK", "S_IMAGE", "S_VARIANCE", "S_MASK", "IDS")
     )
     template = (arrays["T_IMAGE"], arrays["T_VARIANCE"], arrays["T_MASK"])
     science = (arrays["S_IMAGE"], arrays["S_VARIANCE"], arrays["S_MASK"])
+    template = _stamp_masks_as_science(template, meta)
+    science_planes = meta["mask_planes"]["science"]
+    meta = {**meta, "mask_planes": {"template": science_planes, "science": science_planes}}
     return template, science, np.asarray(arrays["IDS"], dtype=np.int64), meta
 
 
@@ -425,9 +429,6 @@ def fit_single_kernels(
     )
     table = dict(io.read_table(candidates_path).columns)
     t_stamps, s_stamps, ids, meta = _load_stamps(stamps_path)
-    t_stamps = _stamp_masks_as_science(t_stamps, meta)
-    meta = {**meta, "mask_planes": {"template": meta["mask_planes"]["science"],
-                                    "science": meta["mask_planes"]["science"]}}
     logger.info("%s: fitting %d candidates with %d AL basis kernels of %d px (%s)",
                 label, len(ids), basis.shape[0], choice.kernel_size, choice.mode)
     fits = fit_all(
@@ -471,7 +472,8 @@ def fit_single_kernels(
         metadata={"basis": {"type": "alard-lupton", "sigmas": choice.sigmas,
                             "degrees": choice.degrees, "kernel_size": choice.kernel_size,
                             "mode": choice.mode},
-                  "fit_background": cfg.fit_for_background, "region": meta["region"]},
+                  "fit_background": cfg.fit_for_background, "region": meta["region"],
+                  "psf_match": dict(psf_match)},
     )
     io.write_table(output_candidates, out, units={"x": "pixel", "y": "pixel"},
                    metadata={"step": "fit_single_kernels", "counts": counts,
@@ -570,7 +572,9 @@ def spatial_fit(
         background_function=bg_function,
         metadata={"basis": kmeta["basis"], "iteration": iteration,
                   "n_candidates": int(active.sum()), "n_unknowns": fit.n_unknowns,
-                  "condition_number": fit.condition_number, "psf_match": dict(psf_match)},
+                  "condition_number": fit.condition_number,
+                  "config": {"fit_single_kernels": kmeta.get("psf_match", {}),
+                             "spatial_fit": dict(psf_match)}},
     )
     logger.info("%s: spatial fit (iteration %s) on %d candidates, %d unknowns, condition %.3g, kernel sum %.5f",
                 label, iteration, int(active.sum()), fit.n_unknowns, fit.condition_number, kernel.kernel_sum)
@@ -597,9 +601,6 @@ def assess(
     table = {k: np.array(v, copy=True) for k, v in data.columns.items()}
     kernel = SpatialKernel.read(kernel_path)
     t_stamps, s_stamps, ids, meta = _load_stamps(stamps_path)
-    t_stamps = _stamp_masks_as_science(t_stamps, meta)
-    meta = {**meta, "mask_planes": {"template": meta["mask_planes"]["science"],
-                                    "science": meta["mask_planes"]["science"]}}
     active = active_set(table["cell"], table["rank"], table["status"] == "GOOD", cfg.n_star_per_cell)
     position = {int(i): p for p, i in enumerate(ids)}
     act_rows = np.flatnonzero(active)
