@@ -97,11 +97,7 @@ def fit_single_kernels(
         "condition_number": np.full(n, np.nan),
         "normal_matrix": np.zeros((n, m, m)),
         "normal_vector": np.zeros((n, m)),
-        "mean": np.full(n, np.nan),
-        "rms": np.full(n, np.nan),
-        "npix": np.zeros(n, dtype=np.int64),
-        "good": np.zeros(n, dtype=bool),
-        "reason": np.full(n, "", dtype=object),
+        **_residual_columns(n),
     }
     for i in range(n):
         if progress_every and i and i % progress_every == 0:
@@ -158,6 +154,17 @@ def fit_single_kernels(
         out["reason"][i] = reason
         out["good"][i] = reason == ""
     return SingleFits(**out)
+
+
+def _residual_columns(n: int) -> dict[str, np.ndarray]:
+    """Empty residual-statistics columns for ``n`` candidates (all BAD until fitted)."""
+    return {
+        "mean": np.full(n, np.nan),
+        "rms": np.full(n, np.nan),
+        "npix": np.zeros(n, dtype=np.int64),
+        "good": np.zeros(n, dtype=bool),
+        "reason": np.full(n, "", dtype=object),
+    }
 
 
 def _residual_reason(
@@ -262,13 +269,7 @@ def assess_spatial(
     ``i``'s centre. Returns columns ``mean``, ``rms``, ``npix``, ``good``, ``reason``.
     """
     n = template[0].shape[0]
-    out = {
-        "mean": np.full(n, np.nan),
-        "rms": np.full(n, np.nan),
-        "npix": np.zeros(n, dtype=np.int64),
-        "good": np.zeros(n, dtype=bool),
-        "reason": np.full(n, "", dtype=object),
-    }
+    out = _residual_columns(n)
     for i in range(n):
         stats = candidate_residuals(
             (template[0][i], template[1][i], template[2][i]),
