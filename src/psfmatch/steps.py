@@ -154,8 +154,9 @@ def _config(psf_match: Mapping[str, Any]):
     from psfmatch.errors import ConfigError
 
     cfg = PsfMatchConfig.from_lsst(psf_match)
+    given = _lsst_attrs(psf_match)
     for attr, (bad_value, text) in _UNSUPPORTED.items():
-        if attr in {f for f in _lsst_attrs(psf_match)} and getattr(cfg, attr) == bad_value:
+        if attr in given and getattr(cfg, attr) == bad_value:
             msg = f"psf_match.{text} is not supported yet (delta-function/PCA/BIC/uncertainty work is pending)"
             raise ConfigError(msg)
     return cfg
@@ -251,6 +252,7 @@ def detect(
         msg = f"{label}: no kernel candidates detected"
         raise InsufficientCandidatesError(msg, {"detected": 0})
     psf: dict[str, Any] = {}
+    # FWHMs from well-measured stars only: S/N >= 50, footprint not replaced.
     bright = (table["snr"] >= 50.0) & ~table["replaced"]
     for role, exposure in (("template", template), ("science", science)):
         if exposure.psf is not None:

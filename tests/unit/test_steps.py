@@ -1,0 +1,38 @@
+"""Step-layer behaviour that does not need images."""
+
+from __future__ import annotations
+
+import pytest
+
+from psfmatch.errors import ConfigError, InsufficientCandidatesError
+from psfmatch.steps import _config
+
+
+@pytest.mark.parametrize(
+    ("block", "field"),
+    [
+        ({"kernelBasisSet": "delta-function"}, "kernelBasisSet"),
+        ({"usePcaForSpatialKernel": True}, "usePcaForSpatialKernel"),
+        ({"useBicForKernelBasis": True}, "useBicForKernelBasis"),
+        ({"calculateKernelUncertainty": True}, "calculateKernelUncertainty"),
+    ],
+)
+def test_options_not_built_yet_fail_naming_the_field(block, field):
+    with pytest.raises(ConfigError, match=f"psf_match.{field}.*not supported yet"):
+        _config(block)
+
+
+def test_supported_subset_parses():
+    cfg = _config({"spatialKernelOrder": 1, "usePcaForSpatialKernel": None})
+    assert cfg.spatial_kernel_order == 1
+    assert cfg.use_pca_for_spatial_kernel is False  # the AL basis' own default
+
+
+def test_insufficient_candidates_message_carries_counts_and_pickles():
+    import pickle
+
+    err = InsufficientCandidatesError("pair 'p': too few", {"detected": 4, "selected": 0})
+    assert "detected=4, selected=0" in str(err)
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == str(err)
+    assert again.counts == {"detected": 4, "selected": 0}
