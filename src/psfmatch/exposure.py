@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_MASK_PLANES",
     "Exposure",
     "PsfModel",
+    "remap_mask_bits",
 ]
 
 #: afw's default mask planes and their bit indices (``afw.image.Mask`` on a fresh
@@ -47,6 +48,25 @@ DEFAULT_MASK_PLANES: dict[str, int] = {
 
 #: Largest bit index an int32 mask can hold without touching the sign bit.
 MAX_MASK_BIT = 30
+
+
+def remap_mask_bits(
+    mask: np.ndarray, from_planes: Mapping[str, int], to_planes: Mapping[str, int]
+) -> np.ndarray:
+    """Re-express ``mask`` (numbered by ``from_planes``) in the ``to_planes`` numbering.
+
+    Planes absent from ``to_planes`` are dropped; the result has ``mask``'s dtype and
+    shape (any leading stack axes included). Returns ``mask`` itself when the two
+    numberings agree on every plane it defines.
+    """
+    mask = np.asarray(mask)
+    if all(to_planes.get(p) == b for p, b in from_planes.items()):
+        return mask
+    out = np.zeros_like(mask)
+    for plane, bit in from_planes.items():
+        if plane in to_planes:
+            out |= np.where((mask & (1 << bit)) != 0, 1 << to_planes[plane], 0).astype(mask.dtype)
+    return out
 
 
 class PsfModel(Protocol):

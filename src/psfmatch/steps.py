@@ -15,6 +15,7 @@ import numpy as np
 
 from psfmatch import io
 from psfmatch.errors import PsfMatchError
+from psfmatch.exposure import remap_mask_bits
 
 __all__ = [
     "assess",
@@ -382,8 +383,9 @@ def _load_stamps(path: str):
     )
     template = (arrays["T_IMAGE"], arrays["T_VARIANCE"], arrays["T_MASK"])
     science = (arrays["S_IMAGE"], arrays["S_VARIANCE"], arrays["S_MASK"])
-    template = _stamp_masks_as_science(template, meta)
     science_planes = meta["mask_planes"]["science"]
+    template = (*template[:2], remap_mask_bits(template[2], meta["mask_planes"]["template"],
+                                               science_planes))
     meta = {**meta, "mask_planes": {"template": science_planes, "science": science_planes}}
     return template, science, np.asarray(arrays["IDS"], dtype=np.int64), meta
 
@@ -395,19 +397,6 @@ def _bad_bits(meta: Mapping[str, Any], planes) -> int:
         numbering = meta["mask_planes"][role]
         bits |= sum(1 << numbering[p] for p in planes if p in numbering)
     return bits
-
-
-def _stamp_masks_as_science(template_stamps, meta):
-    """Re-express template stamp mask bits in the science plane numbering."""
-    t_planes, s_planes = meta["mask_planes"]["template"], meta["mask_planes"]["science"]
-    if t_planes == s_planes:
-        return template_stamps
-    img, var, msk = template_stamps
-    out = np.zeros_like(msk)
-    for plane, bit in t_planes.items():
-        if plane in s_planes:
-            out |= np.where((msk & (1 << bit)) != 0, 1 << s_planes[plane], 0).astype(msk.dtype)
-    return img, var, out
 
 
 def fit_single_kernels(
@@ -429,7 +418,8 @@ def fit_single_kernels(
     basis = alard_lupton_basis(
         half_width=choice.kernel_size // 2, sigmas=choice.sigmas, degrees=choice.degrees
     )
-    table = dict(io.read_table(candidates_path).columns)
+    selected = io.read_table(candidates_path)
+    table = dict(selected.columns)
     t_stamps, s_stamps, ids, meta = _load_stamps(stamps_path)
     logger.info("%s: fitting %d candidates with %d AL basis kernels of %d px (%s)",
                 label, len(ids), basis.shape[0], choice.kernel_size, choice.mode)
@@ -464,7 +454,7 @@ def fit_single_kernels(
     out["status"][index] = np.where(fits.good, "GOOD", "BAD")
     out["stage"][index] = np.where(fits.good, "", "single")
     out["reason"][index] = fits.reason
-    counts = {**io.read_table(candidates_path).metadata.get("counts", {}),
+    counts = {**selected.metadata.get("counts", {}),
               "single_good": int(fits.good.sum())}
     logger.info("%s: single-kernel fits %s", label, counts)
     io.write_arrays(

@@ -11,7 +11,7 @@ import logging
 import numpy as np
 from scipy import fft
 
-from psfmatch.exposure import Exposure
+from psfmatch.exposure import Exposure, remap_mask_bits
 from psfmatch.kernel import SpatialKernel
 
 __all__ = [
@@ -182,12 +182,7 @@ def subtract(science: Exposure, matched: Exposure, kernel: SpatialKernel) -> Exp
     """
     sci = science.with_planes(matched.mask_planes)
     sci_mask = sci.mask & ~sci.plane_bitmask(CLEAR_SCIENCE_PLANES)
-    # Re-express matched mask bits in the science plane numbering.
-    remapped = np.zeros_like(sci_mask)
-    for plane, bit in matched.mask_planes.items():
-        remapped |= np.where((matched.mask & (1 << bit)) != 0, 1 << sci.mask_planes[plane], 0).astype(
-            np.int32
-        )
+    remapped = remap_mask_bits(matched.mask, matched.mask_planes, sci.mask_planes)
     ny, nx = science.shape
     x0, y0 = science.xy0
     background = kernel.background_at(

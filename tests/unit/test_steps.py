@@ -36,3 +36,14 @@ def test_insufficient_candidates_message_carries_counts_and_pickles():
     again = pickle.loads(pickle.dumps(err))
     assert str(again) == str(err)
     assert again.counts == {"detected": 4, "selected": 0}
+
+
+def test_remap_mask_bits_between_plane_numberings():
+    import numpy as np
+
+    from psfmatch.exposure import remap_mask_bits
+
+    mask = np.array([[1, 2, 3, 4]], dtype=np.int32)  # bits 0 (SAT), 1 (BAD), 2 (GONE)
+    out = remap_mask_bits(mask, {"SAT": 0, "BAD": 1, "GONE": 2}, {"BAD": 5, "SAT": 3})
+    np.testing.assert_array_equal(out, [[8, 32, 40, 0]])
+    assert remap_mask_bits(mask, {"SAT": 0}, {"SAT": 0, "X": 1}) is mask
