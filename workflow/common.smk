@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -49,7 +50,13 @@ def simulated_paths():
 
 with open(Path(workflow.current_basedir) / "schemas" / "pairs.schema.yaml") as _handle:
     PAIRS_SCHEMA = yaml.safe_load(_handle)
-PAIRS = read_pairs(config["pairs"], schema=PAIRS_SCHEMA, produced=simulated_paths())
+PAIRS = read_pairs(
+    config["pairs"], schema=PAIRS_SCHEMA, produced=simulated_paths(), missing_files="record"
+)
+# A missing input file costs its pair only: that pair's ingest job fails naming it.
+for _pair, _row in PAIRS.items():
+    for _problem in _row.get("missing", {}).values():
+        logger.warning(f"pair {_pair!r} will fail: {_problem}")
 
 
 def _alternation(names):
@@ -67,11 +74,15 @@ def pair_input(wildcards):
     """Input image and auxiliary files of one role of one pair, as named inputs."""
     row = PAIRS[wildcards.pair]
     role = wildcards.role
+    missing = row.get("missing", {})
     files = {"image": row[role]}
     for kind in ("variance", "weight", "error", "mask", "psf"):
         if f"{role}_{kind}" in row:
             files[kind] = row[f"{role}_{kind}"]
-    return files
+    # Missing files are not inputs (Snakemake would stop the whole run); the ingest
+    # step receives them as params and fails this pair alone.
+    column = {kind: role if kind == "image" else f"{role}_{kind}" for kind in files}
+    return {kind: path for kind, path in files.items() if column[kind] not in missing}
 
 
 def pair_reader_options(wildcards):
@@ -81,6 +92,12 @@ def pair_reader_options(wildcards):
     return {
         "mask_convention": row.get(f"{role}_mask_convention", "afw"),
         "gain": row.get(f"{role}_gain"),
+        "layout": row.get(f"{role}_layout", "auto"),
+        "missing": {
+            column: problem
+            for column, problem in row.get("missing", {}).items()
+            if column == role or column.startswith(f"{role}_")
+        },
     }
 
 

@@ -413,6 +413,7 @@ def read_exposure(
     gain: float | None = None,
     read_noise: float | None = None,
     hdu: int | str | None = None,
+    layout: str = "auto",
 ) -> Exposure:
     """Read an exposure from an afw-layout MEF or from a single-HDU image.
 
@@ -426,9 +427,10 @@ def read_exposure(
         (name or index) or the first HDU with data.
     variance, weight, error : path-like, optional
         At most one: a variance map, an inverse-variance map or a 1-sigma map. Pixels
-        whose weight/error is <= 0 or non-finite (or whose variance is < 0 or
-        non-finite) get variance ``+inf`` and the ``NO_DATA`` plane. Only allowed when
-        the file has no ``VARIANCE`` extension.
+        whose weight, error or variance is <= 0 or non-finite get variance ``+inf`` and
+        the ``NO_DATA`` plane. Only allowed when the file has no ``VARIANCE``
+        extension. (A ``VARIANCE`` extension is read as is; :func:`psfmatch.steps.ingest`
+        flags its unusable pixels.)
     mask : path-like, optional
         Integer data-quality image, translated with ``mask_bits`` (bit index -> plane,
         e.g. :data:`ZTF_MASK_BITS`) or ``mask_values`` (integer code -> plane, e.g.
@@ -444,6 +446,11 @@ def read_exposure(
         logged on ``psfmatch.io``.
     hdu : int or str, optional
         Image HDU of a single-HDU style file.
+    layout : {"auto", "mef", "single"}
+        ``"auto"`` (default) picks the afw layout when an ``IMAGE`` extension exists.
+        ``"mef"`` requires the afw layout: ``IMAGE``, ``MASK`` and ``VARIANCE`` must all
+        be present (no gain estimate, no afw-default mask). ``"single"`` never uses the
+        afw layout.
 
     Returns
     -------
@@ -457,7 +464,8 @@ def read_exposure(
     ------
     InputFileError
         Missing, empty, non-FITS, truncated or corrupt file; no image data; non-2-D or
-        integer image; missing requested HDU; no gain for a variance estimate.
+        integer image; missing requested HDU; a ``layout="mef"`` file without one of
+        IMAGE/MASK/VARIANCE; no gain for a variance estimate.
     ExposureError
         Image, mask and variance shapes disagree (message names the files).
     ConfigError
@@ -470,9 +478,19 @@ def read_exposure(
         raise ConfigError(f"give at most one of variance/weight/error, got {sorted(given)}")
     if mask_bits is not None and mask_values is not None:
         raise ConfigError("give at most one of mask_bits and mask_values")
+    if layout not in ("auto", "mef", "single"):
+        raise ConfigError(f"layout must be 'auto', 'mef' or 'single', got {layout!r}")
     path, hdus = _load_fits(path, "image file")
     by_name = {h.name: h for h in hdus}
-    afw = (hdu is None and "IMAGE" in by_name) or (isinstance(hdu, str) and hdu.upper() == "IMAGE")
+    if layout == "mef":
+        absent = [ext for ext in ("IMAGE", "MASK", "VARIANCE") if ext not in by_name]
+        if absent:
+            names = [h.name or f"#{h.index}" for h in hdus]
+            msg = (f"{path}: declared as an afw MEF (layout 'mef') but has no {'/'.join(absent)} "
+                   f"extension; its HDUs are {names}")
+            raise InputFileError(msg)
+    afw = layout != "single" and (
+        (hdu is None and "IMAGE" in by_name) or (isinstance(hdu, str) and hdu.upper() == "IMAGE"))
     image_hdu = _find_hdu(path, hdus, "IMAGE" if afw else hdu, "image file")
     image = _check_2d(path, image_hdu, "image", floating=True)
     where = _where(path, image_hdu)
@@ -497,7 +515,7 @@ def read_exposure(
         (kind, aux_path), = given.items()
         aux = _aux_image(aux_path, image.shape, f"{kind} file", where).astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
-            good = np.isfinite(aux) & ((aux >= 0) if kind == "variance" else (aux > 0))
+            good = np.isfinite(aux) & (aux > 0)
             value = {"variance": aux, "weight": 1.0 / aux, "error": aux * aux}[kind]
         var_array = np.where(good, value, np.inf)
     if mask is not None:

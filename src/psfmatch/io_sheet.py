@@ -28,6 +28,7 @@ def read_pairs(
     schema: Mapping[str, Any],
     produced: Iterable[str] = (),
     base_dir: str | Path = ".",
+    missing_files: str = "error",
 ) -> dict[str, dict[str, Any]]:
     """Parse a tab-separated pairs sheet into ``{pair_id: row}``, in sheet order.
 
@@ -43,6 +44,11 @@ def read_pairs(
         not exist yet.
     base_dir : str or Path
         Directory that relative paths in the sheet are relative to.
+    missing_files : {"error", "record"}
+        What an input file that neither exists nor is produced does: ``"error"`` raises;
+        ``"record"`` keeps the row and lists the problems under the row's ``"missing"``
+        key (``{column: message}``), so that the workflow fails only that pair's job
+        (one bad file costs one pair, not the run).
 
     Returns
     -------
@@ -53,7 +59,8 @@ def read_pairs(
     ------
     PairsSheetError
         Missing sheet, missing/unknown columns, a row failing the schema, a duplicate
-        pair id, or an input file that neither exists nor is produced by the workflow.
+        pair id, or (with ``missing_files="error"``) an input file that neither exists
+        nor is produced by the workflow.
     """
     path = Path(path)
     if not path.is_file():
@@ -65,6 +72,9 @@ def read_pairs(
             for number, line in enumerate(handle, start=1)
             if line.strip() and not line.lstrip().startswith("#")
         ]
+    if missing_files not in ("error", "record"):
+        msg = f"missing_files must be 'error' or 'record', got {missing_files!r}"
+        raise ValueError(msg)
     if not lines:
         msg = f"pairs sheet {path} is empty (a header line 'pair<TAB>template<TAB>science' is required)"
         raise PairsSheetError(msg)
@@ -104,7 +114,11 @@ def read_pairs(
         if pair in pairs:
             msg = f"{where}: duplicate pair id {pair!r} (first used on line {first_line[pair]})"
             raise PairsSheetError(msg)
-        _check_files(row, where, produced_set, Path(base_dir))
+        missing = _check_files(row, where, produced_set, Path(base_dir))
+        if missing and missing_files == "error":
+            raise PairsSheetError(next(iter(missing.values())))
+        if missing:
+            row["missing"] = missing
         pairs[pair] = row
         first_line[pair] = number
     return pairs
@@ -126,7 +140,11 @@ def _parse_row(cells: dict[str, str], where: str) -> dict[str, Any]:
     return row
 
 
-def _check_files(row: Mapping[str, Any], where: str, produced: set[str], base: Path) -> None:
+def _check_files(
+    row: Mapping[str, Any], where: str, produced: set[str], base: Path
+) -> dict[str, str]:
+    """``{column: message}`` for input files that neither exist nor are produced."""
+    missing: dict[str, str] = {}
     for role in ROLES:
         for suffix in _PATH_SUFFIXES:
             column = role + suffix
@@ -136,9 +154,9 @@ def _check_files(row: Mapping[str, Any], where: str, produced: set[str], base: P
             if str(Path(value)) in produced:
                 continue
             if not (base / value).is_file():
-                msg = f"{where}, column {column!r}: file {value!r} does not exist"
-                raise PairsSheetError(msg)
+                missing[column] = f"{where}, column {column!r}: file {value!r} does not exist"
         given = [s for s in ("_variance", "_weight", "_error") if role + s in row]
         if len(given) > 1:
             msg = f"{where}: give at most one of {[role + s for s in given]}"
             raise PairsSheetError(msg)
+    return missing

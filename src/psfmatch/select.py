@@ -30,6 +30,7 @@ __all__ = [
     "SelectionError",
     "cell_grid",
     "cut_stamps",
+    "data_overlap",
     "select_candidates",
 ]
 
@@ -61,6 +62,31 @@ def _cell_counts(bbox: Sequence[int], size_cell_x: int, size_cell_y: int) -> tup
     if width < 1 or height < 1:
         return 0, 0
     return -(-width // int(size_cell_x)), -(-height // int(size_cell_y))
+
+
+def data_overlap(template: Exposure, science: Exposure) -> tuple[int, int, int, int] | None:
+    """Inclusive parent bbox of the pixels where both images have data, or None.
+
+    A pixel has data when its image value is finite and ``NO_DATA`` is not set. The two
+    exposures must be on the same pixel grid (after warping); only their common bbox
+    is considered.
+    """
+    x0 = max(template.bbox[0], science.bbox[0])
+    y0 = max(template.bbox[1], science.bbox[1])
+    x1 = min(template.bbox[2], science.bbox[2])
+    y1 = min(template.bbox[3], science.bbox[3])
+    if x1 < x0 or y1 < y0:
+        return None
+    good = np.ones((y1 - y0 + 1, x1 - x0 + 1), dtype=bool)
+    for exp in (template, science):
+        ex0, ey0 = exp.xy0
+        sl = (slice(y0 - ey0, y1 - ey0 + 1), slice(x0 - ex0, x1 - ex0 + 1))
+        no_data = exp.plane_bitmask(["NO_DATA"]) if "NO_DATA" in exp.mask_planes else 0
+        good &= np.isfinite(exp.image[sl]) & ((exp.mask[sl] & no_data) == 0)
+    rows, cols = np.flatnonzero(good.any(axis=1)), np.flatnonzero(good.any(axis=0))
+    if rows.size == 0:
+        return None
+    return x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]), y0 + int(rows[-1])
 
 
 def cell_grid(bbox: Sequence[int], size_cell_x: int, size_cell_y: int) -> np.ndarray:

@@ -79,6 +79,8 @@ def ingest(
     label: str,
     mask_convention: str = "afw",
     gain: float | None = None,
+    layout: str = "auto",
+    missing: Mapping[str, str] | None = None,
 ) -> None:
     """Read one input image in any supported layout and write it in the afw layout.
 
@@ -95,10 +97,26 @@ def ingest(
         How to read a separate integer mask.
     gain : float, optional
         Gain (e-/ADU) for the variance estimate when no variance map is given.
+    layout : {"auto", "mef", "single"}
+        The sheet's declared file layout (:func:`psfmatch.io.read_exposure`).
+    missing : mapping, optional
+        ``{sheet column: message}`` of input files the pairs sheet names but that do
+        not exist; any entry fails this pair's job with :class:`InputFileError`.
 
     Image, mask and variance are copied unchanged (apart from dtype: float32/int32);
-    non-finite image pixels and bad weights are flagged ``NO_DATA`` by the reader.
+    non-finite image pixels and pixels with a variance <= 0 or non-finite are flagged
+    ``NO_DATA`` by the reader (variance +inf).
+
+    Raises
+    ------
+    InputFileError, ExposureError
+        Unreadable or inconsistent inputs (named with ``label``), or an image without a
+        single usable pixel (all non-finite, all flagged or no valid variance).
     """
+    from psfmatch.errors import ExposureError, InputFileError
+
+    if missing:
+        raise InputFileError(f"{label}: " + "; ".join(missing.values()))
     if mask_convention not in MASK_CONVENTIONS:
         msg = f"{label}: unknown mask convention {mask_convention!r}; use one of {sorted(MASK_CONVENTIONS)}"
         raise PsfMatchError(msg)
@@ -110,13 +128,21 @@ def ingest(
             error=inputs.get("error"),
             mask=inputs.get("mask"),
             gain=gain,
+            layout=layout,
             **MASK_CONVENTIONS[mask_convention],
         )
         if "psf" in inputs:
             exposure = exposure.with_(psf=io.read_psf_image(inputs["psf"]))
     except PsfMatchError as err:
         raise type(err)(f"{label}: {err}") from err
+    exposure = flag_unusable_variance(exposure, label)
     usable = np.isfinite(exposure.image) & (exposure.mask == 0)
+    if not usable.any():
+        flagged = {name: int(np.count_nonzero(exposure.plane(name))) for name in exposure.mask_planes}
+        msg = (f"{label}: {inputs['image']} has no usable pixel: all {exposure.image.size} pixels are "
+               f"non-finite or flagged (pixels per plane: {({k: v for k, v in flagged.items() if v})}; "
+               f"non-finite image values: {int(np.count_nonzero(~np.isfinite(exposure.image)))})")
+        raise ExposureError(msg)
     logger.info(
         "%s: %s, planes %s, %.1f%% pixels unflagged, median variance %.4g",
         label,
@@ -128,6 +154,28 @@ def ingest(
         else float("nan"),
     )
     io.write_exposure(output_path, exposure)
+
+
+def flag_unusable_variance(exposure, label: str):
+    """Flag pixels whose variance is <= 0 or not finite ``NO_DATA`` (variance +inf).
+
+    image: unchanged; variance: such pixels become +inf (a weight of 0 everywhere
+    downstream); mask: they gain ``NO_DATA``. Such a variance cannot weight a fit
+    (1/0) or be propagated; the count is logged as a warning.
+    """
+    with np.errstate(invalid="ignore"):
+        bad = ~(exposure.variance > 0) | ~np.isfinite(exposure.variance)
+    n_bad = int(np.count_nonzero(bad & np.isfinite(exposure.image)))
+    if not bad.any():
+        return exposure
+    if n_bad:
+        logger.warning("%s: %d pixels have a variance <= 0 or not finite; flagged NO_DATA, variance +inf",
+                       label, n_bad)
+    exp = exposure.with_planes(["NO_DATA"])
+    mask = exp.mask.copy()
+    mask[bad] |= np.int32(1 << exp.mask_planes["NO_DATA"])
+    variance = np.where(bad, np.inf, exp.variance).astype(exp.variance.dtype)
+    return exp.with_(mask=mask, variance=variance)
 
 
 # ---------------------------------------------------------------------- kernel DAG
@@ -336,6 +384,7 @@ def select(
     template = io.read_exposure(template_path)
     science = io.read_exposure(science_path)
     found = io.read_table(candidates_path).columns
+    _check_overlap(template, science, cfg.size_cell_x, cfg.size_cell_y, label)
     table = select_candidates(
         found, template, science,
         kernel_size=grow,
@@ -368,6 +417,20 @@ def select(
     io.write_arrays(output_stamps, stamps, metadata=meta)
     io.write_table(output_candidates, table, units={"x": "pixel", "y": "pixel"},
                    metadata={**meta, "counts": counts, "psf_match": dict(psf_match)})
+
+
+def _check_overlap(template, science, size_cell_x: int, size_cell_y: int, label: str) -> None:
+    """Refuse a pair whose common area with data is smaller than one spatial cell."""
+    from psfmatch.select import SelectionError, data_overlap
+
+    box = data_overlap(template, science)
+    width, height = (0, 0) if box is None else (box[2] - box[0] + 1, box[3] - box[1] + 1)
+    if width < size_cell_x or height < size_cell_y:
+        where = "no pixel" if box is None else f"only {width} x {height} pixels (x {box[0]}..{box[2]}, y {box[1]}..{box[3]})"
+        msg = (f"{label}: template and science share {where} with data, less than one kernel cell "
+               f"(psf_match.sizeCellX={size_cell_x}, sizeCellY={size_cell_y}); "
+               f"not enough area to fit a kernel")
+        raise SelectionError(msg)
 
 
 def _region(template, science) -> list[int]:

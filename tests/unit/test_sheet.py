@@ -85,3 +85,14 @@ def test_bad_sheets_name_line_and_column(tmp_path, text, needle):
 def test_missing_sheet(tmp_path):
     with pytest.raises(PairsSheetError, match="does not exist"):
         read_pairs(tmp_path / "nope.tsv", schema=SCHEMA)
+
+
+def test_missing_file_can_be_recorded_for_that_pair_alone(tmp_path):
+    (tmp_path / "t.fits").write_bytes(b"x")
+    sheet = tmp_path / "pairs.tsv"
+    sheet.write_text("pair\ttemplate\tscience\ta\tt.fits\tgone.fits\nb\tt.fits\tt.fits\n".replace("\ta\t", "\na\t"))
+    pairs = read_pairs(sheet, schema=SCHEMA, base_dir=tmp_path, missing_files="record")
+    assert list(pairs) == ["a", "b"]
+    assert pairs["a"]["missing"] == {
+        "science": f"pairs sheet {sheet} line 2, column 'science': file 'gone.fits' does not exist"}
+    assert "missing" not in pairs["b"]
