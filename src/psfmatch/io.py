@@ -12,6 +12,7 @@ file in the destination folder, which is then renamed onto the final name.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import io
 import json
@@ -120,9 +121,14 @@ def _atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     The temporary name ends with the final name, so suffix-driven behaviour (``.gz``)
-    is unchanged. On any exception the temporary file is removed.
+    is unchanged. On any exception the temporary file is removed; a temporary file of
+    the same product left by a killed writer is removed first.
     """
     final = Path(path)
+    # A writer killed earlier (SIGKILL, node failure) leaves its temporary file; the
+    # next write of the same product removes it (one writer per product in a DAG).
+    for stale in final.parent.glob(f".tmp-{'[0-9a-f]' * 12}-{glob.escape(final.name)}"):
+        stale.unlink(missing_ok=True)
     tmp = final.with_name(f".tmp-{uuid.uuid4().hex[:12]}-{final.name}")
     try:
         yield tmp
