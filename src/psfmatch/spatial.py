@@ -22,16 +22,25 @@ import numpy as np
 from numpy.polynomial import chebyshev
 
 from psfmatch.basis import polynomial_terms
+from psfmatch.errors import PsfMatchError
 from psfmatch.fit import condition_number, solve_normal_equations
 
 __all__ = [
+    "ReducedOrderFit",
     "SpatialFit",
+    "SpatialFitError",
     "SpatialFunction",
     "fit_spatial",
+    "fit_spatial_reducing_order",
+    "geometric_condition",
     "n_terms",
 ]
 
 MODEL_TYPES = ("chebyshev1", "polynomial")
+
+
+class SpatialFitError(PsfMatchError, ValueError):
+    """The joint spatial system cannot be solved (no candidates, singular, NaN)."""
 
 
 def n_terms(order: int) -> int:
@@ -172,7 +181,7 @@ def fit_spatial(
     """
     if not centres:
         msg = "the spatial fit needs at least one candidate"
-        raise ValueError(msg)
+        raise SpatialFitError(msg)
     nkt = kernel_function.n_terms
     nbt = background_function.n_terms if background_function is not None else 0
     first = 1 if constant_first_term else 0
@@ -204,7 +213,7 @@ def fit_spatial(
     cond = condition_number(matrix, condition_number_type)
     if not np.all(np.isfinite(solution)):
         msg = f"unable to determine spatial kernel solution (nan); condition number {cond:.3g}"
-        raise ValueError(msg)
+        raise SpatialFitError(msg)
     coefficients = np.zeros((n_basis, nkt))
     if constant_first_term:
         coefficients[0, 0] = solution[0]
@@ -217,3 +226,113 @@ def fit_spatial(
         condition_number=cond,
         n_unknowns=nt,
     )
+
+
+#: Largest accepted condition number of ``PᵀP``, ``P`` the spatial terms at the
+#: candidate centres (see :func:`fit_spatial_reducing_order`).
+MAX_GEOMETRIC_CONDITION = 1.0e4
+
+
+def geometric_condition(function: SpatialFunction, xs: np.ndarray, ys: np.ndarray) -> float:
+    """Condition number of ``PᵀP``, ``P[c, t]`` = term ``t`` at candidate ``c``.
+
+    It measures how well the candidate positions alone pin down a spatial function of
+    this family: about 4–20 for candidates spread over the whole bbox (orders 1–3),
+    ``inf`` when there are fewer distinct positions than terms; coefficient errors grow
+    roughly as its square root.
+    """
+    p = function.terms(np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)).T
+    return condition_number(p.T @ p, "SVD")
+
+
+@dataclass(frozen=True)
+class ReducedOrderFit:
+    """A spatial fit that may have lowered its orders to stay well posed.
+
+    Attributes
+    ----------
+    fit : SpatialFit
+        The accepted solution.
+    kernel_function, background_function : SpatialFunction, SpatialFunction or None
+        The families actually used (orders possibly lower than requested).
+    attempts : list of dict
+        Every order pair tried, in order: ``kernel_order``, ``background_order``,
+        ``geometric_condition`` (largest of kernel and background), ``condition_number``
+        (of the spatial normal matrix) and ``refused`` (why, or ``None`` when accepted).
+    """
+
+    fit: SpatialFit
+    kernel_function: SpatialFunction
+    background_function: SpatialFunction | None
+    attempts: list[dict]
+
+    @property
+    def reduced(self) -> bool:
+        """Whether the accepted orders are lower than the requested ones."""
+        return len(self.attempts) > 1
+
+
+def fit_spatial_reducing_order(
+    centres: Sequence[tuple[float, float]],
+    normal_matrices: Sequence[np.ndarray],
+    normal_vectors: Sequence[np.ndarray],
+    *,
+    n_basis: int,
+    kernel_function: SpatialFunction,
+    background_function: SpatialFunction | None,
+    constant_first_term: bool,
+    condition_number_type: str = "EIGENVALUE",
+    max_geometric_condition: float = MAX_GEOMETRIC_CONDITION,
+) -> ReducedOrderFit:
+    """:func:`fit_spatial`, lowering the spatial orders while the system is ill-posed.
+
+    The condition number of the joint spatial matrix mixes two things: the
+    conditioning of the kernel basis (large for AL, 1e10+ on real data, and the same at
+    every spatial order) and how well the candidate positions constrain the spatial
+    functions. Only the second depends on the order, so it is what is tested:
+    :func:`geometric_condition` of the kernel and background families at the candidate
+    centres must not exceed ``max_geometric_condition`` (1e4: a coefficient noise
+    amplification of ~100; candidates bunched in a corner a quarter of the image wide
+    give ~4e4 at order 2), and the solution must be finite. Each refusal lowers both
+    orders by one (not below 0) and refits. (ip_diffim only warns about a large spatial
+    condition number; the caller still does, on ``maxSpatialConditionNumber``.)
+
+    Raises
+    ------
+    SpatialFitError
+        The solution is not finite even with constant spatial functions; the message
+        lists every attempt.
+    """
+    xs = np.array([c[0] for c in centres], dtype=np.float64)
+    ys = np.array([c[1] for c in centres], dtype=np.float64)
+    attempts: list[dict] = []
+    kf, bf = kernel_function, background_function
+    while True:
+        geometric = max(geometric_condition(f, xs, ys) for f in (kf, bf) if f is not None)
+        record = {"kernel_order": kf.order, "background_order": None if bf is None else bf.order,
+                  "geometric_condition": geometric, "condition_number": None, "refused": None}
+        fit = None
+        if not geometric <= max_geometric_condition:
+            record["refused"] = (f"candidate positions constrain the spatial terms poorly "
+                                 f"(geometric condition {geometric:.3g} > {max_geometric_condition:.3g})")
+        else:
+            try:
+                fit = fit_spatial(centres, normal_matrices, normal_vectors, n_basis=n_basis,
+                                  kernel_function=kf, background_function=bf,
+                                  constant_first_term=constant_first_term,
+                                  condition_number_type=condition_number_type)
+                record["condition_number"] = fit.condition_number
+            except SpatialFitError as exc:
+                record["refused"] = str(exc)
+        attempts.append(record)
+        if fit is not None:
+            return ReducedOrderFit(fit, kf, bf, attempts)
+        if kf.order == 0 and (bf is None or bf.order == 0):
+            tried = "; ".join(
+                f"kernel order {a['kernel_order']}, background order {a['background_order']}: "
+                f"{a['refused']}" for a in attempts)
+            msg = f"the spatial kernel system is ill-posed at every order tried ({tried})"
+            raise SpatialFitError(msg)
+        kf = SpatialFunction(max(kf.order - 1, 0), kf.model_type, kf.bbox)
+        if bf is not None:
+            bf = SpatialFunction(max(bf.order - 1, 0), bf.model_type, bf.bbox)

@@ -588,7 +588,7 @@ def spatial_fit(
     from psfmatch.candidates import active_set
     from psfmatch.errors import InsufficientCandidatesError
     from psfmatch.kernel import SpatialKernel
-    from psfmatch.spatial import SpatialFunction, fit_spatial
+    from psfmatch.spatial import SpatialFunction, fit_spatial_reducing_order
 
     cfg = _config(psf_match)
     data = io.read_table(candidates_path)
@@ -607,15 +607,26 @@ def spatial_fit(
         if kmeta["fit_background"] else None
     )
     basis = np.asarray(arrays["BASIS"], dtype=np.float64)
-    fit = fit_spatial(
-        list(zip(table["x"][active], table["y"][active], strict=True)),
-        arrays["NORMAL_MATRIX"][rows], arrays["NORMAL_VECTOR"][rows],
-        n_basis=basis.shape[0],
-        kernel_function=kernel_function,
-        background_function=bg_function,
-        constant_first_term=True,
-        condition_number_type=cfg.condition_number_type,
-    )
+    try:
+        solved = fit_spatial_reducing_order(
+            list(zip(table["x"][active], table["y"][active], strict=True)),
+            arrays["NORMAL_MATRIX"][rows], arrays["NORMAL_VECTOR"][rows],
+            n_basis=basis.shape[0],
+            kernel_function=kernel_function,
+            background_function=bg_function,
+            constant_first_term=True,
+            condition_number_type=cfg.condition_number_type,
+        )
+    except PsfMatchError as err:
+        raise type(err)(f"{label}: {err} ({int(active.sum())} candidates)") from err
+    fit, kernel_function, bg_function = solved.fit, solved.kernel_function, solved.background_function
+    if solved.reduced:
+        logger.warning(
+            "%s: spatial fit ill-posed at the configured orders (kernel %d, background %s): %s; "
+            "using kernel order %d, background order %s",
+            label, cfg.spatial_kernel_order, solved.attempts[0]["background_order"],
+            solved.attempts[0]["refused"], kernel_function.order,
+            None if bg_function is None else bg_function.order)
     if fit.condition_number > cfg.max_spatial_condition_number:
         logger.warning("%s: spatial condition number %.3g exceeds maxSpatialConditionNumber %.3g",
                        label, fit.condition_number, cfg.max_spatial_condition_number)
@@ -628,6 +639,7 @@ def spatial_fit(
         metadata={"basis": kmeta["basis"], "iteration": iteration,
                   "n_candidates": int(active.sum()), "n_unknowns": fit.n_unknowns,
                   "condition_number": fit.condition_number,
+                  "spatial_order_attempts": solved.attempts,
                   "config": {"fit_single_kernels": kmeta.get("psf_match", {}),
                              "spatial_fit": dict(psf_match)}},
     )
@@ -749,8 +761,11 @@ def _metrics(difference, kernel, table, cfg) -> dict[str, Any]:
     n_good = int((status == "GOOD").sum())
     n_bad = int((status == "BAD").sum())
     n_kernel_terms = kernel.kernel_function.n_terms
+    attempts = kernel.metadata.get("spatial_order_attempts") or []
     if n_good < n_kernel_terms:
         verdict = "underconstrained"
+    elif len(attempts) > 1:
+        verdict = "reduced spatial order"
     elif n_good <= 2 * n_kernel_terms:
         verdict = "poorly constrained"
     else:
@@ -775,6 +790,14 @@ def _metrics(difference, kernel, table, cfg) -> dict[str, Any]:
         "spatial_condition_number": kernel.metadata.get("condition_number"),
         "n_spatial_unknowns": kernel.metadata.get("n_unknowns"),
         "n_kernel_terms": n_kernel_terms,
+        "spatial_orders": {
+            "requested": {"kernel": attempts[0]["kernel_order"],
+                          "background": attempts[0]["background_order"]} if attempts else None,
+            "used": {"kernel": kernel.kernel_function.order,
+                     "background": None if kernel.background_function is None
+                     else kernel.background_function.order},
+            "attempts": attempts,
+        },
         "candidates": {
             "total": len(status), "good": n_good, "bad": n_bad,
             "used_in_final_fit": int(active.sum()),
