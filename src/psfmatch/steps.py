@@ -135,13 +135,15 @@ def ingest(
             exposure = exposure.with_(psf=io.read_psf_image(inputs["psf"]))
     except PsfMatchError as err:
         raise type(err)(f"{label}: {err}") from err
+    n_bad_variance = int(np.count_nonzero(~(exposure.variance > 0)))  # NaN compares False
     exposure = flag_unusable_variance(exposure, label)
     usable = np.isfinite(exposure.image) & (exposure.mask == 0)
     if not usable.any():
         flagged = {name: int(np.count_nonzero(exposure.plane(name))) for name in exposure.mask_planes}
         msg = (f"{label}: {inputs['image']} has no usable pixel: all {exposure.image.size} pixels are "
                f"non-finite or flagged (pixels per plane: {({k: v for k, v in flagged.items() if v})}; "
-               f"non-finite image values: {int(np.count_nonzero(~np.isfinite(exposure.image)))})")
+               f"non-finite image values: {int(np.count_nonzero(~np.isfinite(exposure.image)))}; "
+               f"variance <= 0 or NaN: {n_bad_variance})")
         raise ExposureError(msg)
     logger.info(
         "%s: %s, planes %s, %.1f%% pixels unflagged, median variance %.4g",
@@ -252,7 +254,7 @@ def warp(
             same_grid_tolerance=same_grid_tolerance,
         )
     except PsfMatchError as err:
-        raise type(err)(f"{label}: {err}") from err
+        raise type(err)(f"{label}: {err} (template {template_path}, science {science_path})") from err
     logger.info("%s: warp %s", label, info)
     io.write_exposure(output_path, warped)
     io.write_json(info_path, info)
