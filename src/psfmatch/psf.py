@@ -60,7 +60,7 @@ def moments_fwhm(image: np.ndarray, *, determinant: bool = False) -> float:
 
 
 def adaptive_fwhm(image: np.ndarray, *, iterations: int = 50) -> float:
-    """FWHM (px) from adaptive (Gaussian-weighted) second moments, as afw's ``computeShape``.
+    r"""FWHM (px) from adaptive (Gaussian-weighted) second moments, as afw's ``computeShape``.
 
     Iterates the elliptical Gaussian weight :math:`W = \exp(-\tfrac12 r^T C_w^{-1} r)`
     about the weighted centroid, with :math:`C_w \leftarrow 2 M` where :math:`M` is the
