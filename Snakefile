@@ -9,9 +9,11 @@ include: "workflow/common.smk"
 include: "workflow/simulate.smk"
 include: "workflow/ingest.smk"
 include: "workflow/kernel.smk"
+include: "workflow/model_psf.smk"
 
 
 rule all:
     default_target: True
     input:
         all_outputs(),
+        model_psf_outputs(),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, get_type_hints
+from typing import Any, ClassVar, get_type_hints
 
 from psfmatch.errors import ConfigError
 
@@ -329,6 +329,28 @@ class ModelPsfMatchConfig(_LsstMapped):
         if self.pad_psf_by % 2:
             msg = f"padPsfBy must be even, got {self.pad_psf_by}"
             raise ConfigError(msg)
+
+    #: ``ModelPsfMatchConfig.setDefaults`` on ``kernel.active``, in LSST names.
+    KERNEL_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "singleKernelClipping": False,
+        "kernelSumClipping": False,
+        "spatialKernelClipping": False,
+        "checkConditionNumber": False,
+        "constantVarianceWeighting": True,
+        "scaleByFwhm": False,
+    }
+
+    @classmethod
+    def kernel_from_lsst(cls, block: Mapping[str, Any] | None) -> PsfMatchConfig:
+        """The kernel config of model-PSF matching from ``model_psf_match.kernel``.
+
+        ip_diffim's ``PsfMatchConfig`` defaults, then ``setDefaults``
+        (:attr:`KERNEL_DEFAULTS`), then the user's fields on top, as ip_diffim applies a
+        config override after ``setDefaults``.
+        """
+        return PsfMatchConfig.from_lsst(
+            {**cls.KERNEL_DEFAULTS, **dict(block or {})}, where="model_psf_match.kernel"
+        )
 
     @staticmethod
     def kernel_config(base: PsfMatchConfig) -> PsfMatchConfig:

@@ -6,9 +6,13 @@ __all__ = [
     "ConfigError",
     "ExposureError",
     "InputFileError",
+    "ExposuresSheetError",
+    "InsufficientAreaError",
     "InsufficientCandidatesError",
+    "KernelTooLargeError",
     "PairsSheetError",
     "PsfMatchError",
+    "PsfModelError",
 ]
 
 
@@ -22,6 +26,22 @@ class ConfigError(PsfMatchError, ValueError):
 
 class PairsSheetError(PsfMatchError, ValueError):
     """A row of the pairs sheet is invalid (missing file, duplicate id, bad column)."""
+
+
+class ExposuresSheetError(PsfMatchError, ValueError):
+    """A row of the model-PSF-matching exposures sheet is invalid."""
+
+
+class PsfModelError(PsfMatchError, ValueError):
+    """An exposure has no PSF model, or a PSF model cannot be evaluated or embedded."""
+
+
+class KernelTooLargeError(PsfMatchError, ValueError):
+    """The matching kernel does not fit in the PSF images (model-PSF matching, §8 step 5)."""
+
+
+class InsufficientAreaError(PsfMatchError, ValueError):
+    """Too few spatial cells fit in the exposure to match its PSF (§8 step 2)."""
 
 
 class ExposureError(PsfMatchError, ValueError):

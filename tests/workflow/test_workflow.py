@@ -34,12 +34,19 @@ def _write_config(workdir: Path, config: dict, pairs: list[str]) -> None:
         for p in pairs
     )
     (workdir / "config" / "pairs.tsv").write_text("pair\ttemplate\tscience\n" + rows)
+    # model-PSF matching of the first pair's template, with the PSF the simulator used
+    exposures = "".join(
+        f"{p}_template\tresults/simulated/{p}/template.fits\tresults/simulated/{p}/template_psf.fits\n"
+        for p in pairs[:1]
+    )
+    (workdir / "config" / "exposures.tsv").write_text("id\timage\tpsf\n" + exposures)
 
 
 def _base_config(pairs: list[str]) -> dict:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["simulate"] = {p: SIMULATIONS[p] for p in pairs}
     config["pairs"] = "config/pairs.tsv"
+    config["model_psf_match"]["exposures"] = "config/exposures.tsv"
     return config
 
 
@@ -137,3 +144,38 @@ def test_out_of_range_value_fails_naming_key_and_value(tmp_path):
     assert run.returncode != 0
     assert "spatialKernelOrder" in run.stdout + run.stderr
     assert "-1" in run.stdout + run.stderr
+
+
+def test_model_psf_matching_products(finished_run):
+    workdir, run = finished_run
+    out = workdir / "results" / "psf_matched" / "good_template"
+    for name in ("matched.fits", "kernel.fits", "cells.parquet", "metrics.json"):
+        assert (out / name).is_file(), run.stdout + run.stderr
+    config = _base_config(["good"])
+    target_fwhm = config["model_psf_match"]["target"]["fwhm"]
+    matched = io.read_exposure(out / "matched.fits")
+    # the target PSF is attached: adaptive-moments FWHM of the sampled Gaussian
+    from psfmatch.psf import adaptive_fwhm
+
+    assert adaptive_fwhm(matched.psf.image) == pytest.approx(target_fwhm, rel=1e-3)
+    metrics = io.read_json(out / "metrics.json")
+    assert metrics["kernel_sum"] == pytest.approx(1.0, abs=1e-6)
+    assert metrics["cells"]["rejected"] == 0 and metrics["cells"]["used"] == 36  # (512+256)/128 = 6
+    assert metrics["verdict"] == "well constrained"
+    assert metrics["matched_psf_residual"]["fit_region"]["max"] < 0.01
+    for rule in ("model_psf_kernel", "model_psf_convolve"):
+        assert (workdir / f"logs/{rule}/good_template.log").is_file()
+
+
+def test_changing_target_fwhm_reruns_only_model_psf_steps(finished_run):
+    workdir, _ = finished_run
+    config = _base_config(["good"])
+    config["model_psf_match"]["target"]["fwhm"] = 6.0
+    _write_config(workdir, config, ["good"])
+    try:
+        dry = _snakemake(workdir, "-n", "--cores", "2")
+        jobs = _jobs(dry.stdout)
+        assert {"model_psf_kernel", "model_psf_convolve"} <= set(jobs), dry.stdout
+        assert set(jobs) <= {"model_psf_kernel", "model_psf_convolve", "psf_match_all", "all"}
+    finally:
+        _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
