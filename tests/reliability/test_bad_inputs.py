@@ -199,6 +199,7 @@ def _config() -> dict:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["simulate"] = {}
     config["pairs"] = "config/pairs.tsv"
+    config["model_psf_match"].pop("exposures", None)  # image differencing only
     return config
 
 

@@ -35,6 +35,7 @@ def _prepare(workdir: Path) -> None:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["simulate"] = {"good": SIMULATION}
     config["pairs"] = "config/pairs.tsv"
+    config["model_psf_match"].pop("exposures", None)  # image differencing only
     (workdir / "config").mkdir(parents=True)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     (workdir / "config" / "pairs.tsv").write_text(
