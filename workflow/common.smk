@@ -224,7 +224,7 @@ def qa_plot_outputs():
             caption=f"report/qa_{key}.rst",
             category="{pair}",
             subcategory=QA_REPORT[key][0],
-            labels={"pair": "{pair}", "plot": QA_REPORT[key][1]},
+            labels={"plot": QA_REPORT[key][1]},
         )
         for key in QA_PLOTS
     }
