@@ -206,7 +206,7 @@ QA_SUMMARY = {"table": "results/qa/summary.parquet", "html": "results/qa/summary
 # Snakemake's report() flag; the Snakefile parser takes `report` at the start of a line
 # for the global `report:` directive, so the helpers below call it by this name.
 report_flag = report
-# rule all (in the Snakefile) takes the summary: an absolute caption path.
+# The summary is an input of `all` (in the Snakefile), hence an absolute caption path.
 # The report embeds files with the type mimetypes guesses; Parquet is not in its table.
 mimetypes.add_type("application/vnd.apache.parquet", ".parquet")
 QA_SUMMARY_CAPTION = str(Path(workflow.basedir) / "workflow" / "report" / "qa_summary.rst")
