@@ -289,7 +289,8 @@ def mosaic_plot(kernel, *, n: int = 5) -> QaPlot:
             ax.set_yticks([])
             ax.set_title(f"({xs[ix]:.0f}, {ys[iy]:.0f}) Σ={sums[iy, ix]:.4f}", fontsize=7)
     fig.colorbar(im, ax=axes, shrink=0.6, label="kernel value")
-    fig.suptitle(f"spatial kernel on a {n}×{n} grid (sum range {sums.min():.4f} – {sums.max():.4f})")
+    fig.suptitle(f"spatial kernel on a {n}×{n} grid "
+                 f"(sum range {sums.min():.4f} – {sums.max():.4f})")
     return QaPlot(fig, {"x": xs, "y": ys, "sums": sums, "images": images})
 
 
@@ -323,10 +324,9 @@ def spatial_model_plot(kernel, *, n: int = 48) -> QaPlot:
                   interpolation="nearest")
         ax.set_title(text, fontsize=7, color="darkred" if text.startswith("background") else "k")
     bg = kernel.background_function
-    fig.suptitle(
-        f"spatial model: {function.model_type} order {function.order} for {len(maps)} basis "
-        f"coefficients; background {bg.model_type + ' order ' + str(bg.order) if bg else 'not fitted'}"
-    )
+    bg_text = f"{bg.model_type} order {bg.order}" if bg else "not fitted"
+    fig.suptitle(f"spatial model: {function.model_type} order {function.order} for "
+                 f"{len(maps)} basis coefficients; background {bg_text}")
     return QaPlot(fig, {"x": xs, "y": ys, "coefficients": maps, "background": background})
 
 

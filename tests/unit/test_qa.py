@@ -152,7 +152,7 @@ def test_spatial_model_maps_are_the_coefficients_and_background(kernel):
 
 def test_basis_and_worst_stamps_panels(kernel):
     plot = qa.basis_plot(kernel.basis, n_max=2)
-    assert plot.data["n_shown"] == 2 and plot.data["n_basis"] == 3
+    assert (plot.data["n_shown"], plot.data["n_basis"]) == (2, 3)
     assert plot.data["sums"] == pytest.approx([1.0, 0.0])
     stamps = [np.ones((5, 5))] * 2
     worst = qa.worst_stamps_plot(ids=np.array([7, 3]), scores=np.array([3.0, 2.0]),
@@ -190,11 +190,15 @@ def test_read_failure_returns_the_last_exception_line(tmp_path):
 
 def test_read_failure_of_a_chained_exception_is_the_last_one(tmp_path):
     log = tmp_path / "chain.log"
-    with pytest.raises(RuntimeError), log_to_file(log):
+
+    def chained():
         try:
             raise KeyError("inner")
         except KeyError as err:
             raise RuntimeError("outer") from err
+
+    with pytest.raises(RuntimeError), log_to_file(log):
+        chained()
     assert read_failure(log) == "RuntimeError: outer"
 
 
@@ -207,7 +211,7 @@ def test_pair_outcome_ok_failed_incomplete(tmp_path):
     io.write_json(tmp_path / "metrics.json", metrics)
     ok = steps.pair_outcome(pair="good", metrics_path=str(tmp_path / "metrics.json"),
                             plot_paths=plots, logs={})
-    assert ok["status"] == "ok" and ok["plots"] == "1/2"
+    assert (ok["status"], ok["plots"]) == ("ok", "1/2")
     assert (ok["kernel_sum"], ok["n_used"], ok["n_rejected"], ok["residual_clipped_std"]) == (
         1.1, 30, 15, 0.99)
 
@@ -218,7 +222,7 @@ def test_pair_outcome_ok_failed_incomplete(tmp_path):
     failed = steps.pair_outcome(pair="bad", metrics_path=str(tmp_path / "none.json"),
                                 plot_paths=plots, logs={str(old): "fit_single_kernels",
                                                         str(new): "detect"})
-    assert failed["status"] == "failed" and failed["failed_step"] == "detect"
+    assert (failed["status"], failed["failed_step"]) == ("failed", "detect")
     assert "InsufficientCandidatesError: pair 'bad': current" in failed["error"]
     assert failed["kernel_sum"] is None
 

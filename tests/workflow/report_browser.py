@@ -102,7 +102,8 @@ def browse_report(report: Path, *, browser: str, driver: str, screenshot: Path,
                 if len(subcategories) > 1:
                     wait.until(lambda w, c=subcategory: w.find_elements(By.LINK_TEXT, c))[0].click()
                 # one view button per result; files the browser cannot show are download links
-                wait.until(lambda w, n=len(paths): len(w.find_elements(By.CSS_SELECTOR, _EYE)) == n)
+                n_results = len(paths)
+                wait.until(lambda w, n=n_results: len(w.find_elements(By.CSS_SELECTOR, _EYE)) == n)
                 shown = None
                 for i in range(len(web.find_elements(By.CSS_SELECTOR, _VIEW))):
                     web.find_elements(By.CSS_SELECTOR, _VIEW)[i].click()
