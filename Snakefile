@@ -5,11 +5,15 @@
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/common.smk"
 include: "workflow/simulate.smk"
 include: "workflow/ingest.smk"
 include: "workflow/kernel.smk"
 include: "workflow/model_psf.smk"
+include: "workflow/qa.smk"
 
 
 rule all:
@@ -17,3 +21,13 @@ rule all:
     input:
         all_outputs(),
         model_psf_outputs(),
+
+
+# The per-run summary (results/qa/summary.*) is written after every run, also when a
+# pair failed (see workflow/qa.smk for why this is a handler and not a rule).
+onsuccess:
+    write_run_summary()
+
+
+onerror:
+    write_run_summary()

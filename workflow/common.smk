@@ -110,6 +110,7 @@ def all_outputs():
     """Everything `snakemake` builds by default."""
     outputs = [f"results/simulated/{name}/truth.json" for name in SIMULATED]
     outputs += [product for pair in PAIRS for product in pair_products(pair)]
+    outputs += qa_outputs()
     return outputs
 
 
@@ -276,3 +277,120 @@ def model_psf_products(exposure):
 def model_psf_outputs():
     """Everything psf_match_all builds."""
     return [product for exposure in EXPOSURES for product in model_psf_products(exposure)]
+
+
+# ====================================================================== QA (issue 6)
+# Targets of workflow/qa.smk and the run summary written by the Snakefile's handlers.
+STEP_FIELDS["qa"] = ["sizeCellX", "sizeCellY", "nStarPerCell", "badMaskPlanes"]
+
+import mimetypes  # noqa: E402
+
+from psfmatch.logs import read_failure  # noqa: E402
+from psfmatch.steps import QA_PLOTS, pair_outcome, qa_summary  # noqa: E402
+
+#: Report subcategory and label of each QA plot (captions: workflow/report/qa_<key>.rst).
+QA_REPORT = {
+    "images": ("1 images", "science, template, difference"),
+    "candidates": ("1 images", "kernel candidates and cells"),
+    "kernel_basis": ("2 kernel", "kernel basis"),
+    "kernel_mosaic": ("2 kernel", "kernel mosaic (5x5)"),
+    "spatial_model": ("2 kernel", "spatial model and background"),
+    "kernel_sum": ("2 kernel", "kernel-sum distribution"),
+    "residual_histogram": ("3 residuals", "difference / sigma histogram"),
+    "worst_stamps": ("3 residuals", "worst candidates"),
+}
+QA_SUMMARY = {"table": "results/qa/summary.parquet", "html": "results/qa/summary.html"}
+# Snakemake's report() flag; the Snakefile parser takes `report` at the start of a line
+# for the global `report:` directive, so the helpers below call it by this name.
+report_flag = report
+# The summary is an input of `all` (in the Snakefile), hence an absolute caption path.
+# The report embeds files with the type mimetypes guesses; Parquet is not in its table.
+mimetypes.add_type("application/vnd.apache.parquet", ".parquet")
+QA_SUMMARY_CAPTION = str(Path(workflow.basedir) / "workflow" / "report" / "qa_summary.rst")
+
+
+def qa_plot_path(pair, key):
+    return f"results/{pair}/qa/{key}.png"
+
+
+def qa_plot_outputs():
+    """Named, report-flagged outputs of rule qa (one category per pair)."""
+    return {
+        key: report_flag(
+            qa_plot_path("{pair}", key),
+            caption=f"report/qa_{key}.rst",
+            category="{pair}",
+            subcategory=QA_REPORT[key][0],
+            labels={"plot": QA_REPORT[key][1]},
+        )
+        for key in QA_PLOTS
+    }
+
+
+def ksum_tables(wildcards):
+    """The kernel-sum tables of every spatial iteration (their clip statistics)."""
+    return [f"results/{wildcards.pair}/iter{i}/ksum.parquet" for i in range(N_ITERATIONS)]
+
+
+_LOG_SUFFIX = r"(\.(template|science|iter\d+))?\.log"
+
+
+def pair_logs(pair):
+    """Step logs of one pair: logs/<step>/<pair>[.<role>|.iter<i>].log -> step name."""
+    pattern = re.compile(re.escape(pair) + _LOG_SUFFIX)
+    return {
+        str(path): path.parent.name
+        for path in sorted(Path("logs").glob(f"*/{pair}*.log"))
+        if pattern.fullmatch(path.name)
+    }
+
+
+def qa_last_attempt_failed(pair):
+    """True if the pair lacks a QA plot and one of its step logs records an error.
+
+    Such a pair gets no QA targets, so that `snakemake --report` builds from what exists
+    (a report-flagged file that is missing stops the report). A pair that succeeds on a
+    later run gets its plots on the run after (its row in the summary says plots 0/8).
+    """
+    if all(Path(qa_plot_path(pair, key)).is_file() for key in QA_PLOTS):
+        return False
+    return any(read_failure(path) is not None for path in pair_logs(pair))
+
+
+def qa_outputs():
+    """QA plots of every pair not known to have failed, and the run summary once written."""
+    outputs = [
+        qa_plot_path(pair, key)
+        for pair in PAIRS
+        if not qa_last_attempt_failed(pair)
+        for key in QA_PLOTS
+    ]
+    if all(Path(path).is_file() for path in QA_SUMMARY.values()):
+        outputs += [
+            report_flag(QA_SUMMARY["html"], caption=QA_SUMMARY_CAPTION, category="run summary",
+                   labels={"table": "summary (HTML)"}),
+            report_flag(QA_SUMMARY["table"], caption=QA_SUMMARY_CAPTION, category="run summary",
+                   labels={"table": "summary (Parquet)"}),
+        ]
+    return outputs
+
+
+def write_run_summary():
+    """One row per pair from the products and logs that exist (Snakefile handlers)."""
+    rows = [
+        pair_outcome(
+            pair=pair,
+            metrics_path=f"results/{pair}/metrics.json",
+            plot_paths=[qa_plot_path(pair, key) for key in QA_PLOTS],
+            logs=pair_logs(pair),
+        )
+        for pair in PAIRS
+    ]
+    Path(QA_SUMMARY["table"]).parent.mkdir(parents=True, exist_ok=True)
+    qa_summary(rows=rows, table_path=QA_SUMMARY["table"], html_path=QA_SUMMARY["html"])
+    for row in rows:
+        if row["status"] != "ok":
+            print(f"psfmatch: pair {row['pair']!r} {row['status']}: {row['error']}", file=sys.stderr)
+    print(f"psfmatch: run summary written to {QA_SUMMARY['table']} and {QA_SUMMARY['html']}",
+          file=sys.stderr)
+# ================================================================== end QA (issue 6)

@@ -47,9 +47,11 @@ __all__ = [
     "read_psf_image",
     "write_arrays",
     "write_exposure",
+    "write_figure",
     "write_json",
     "write_kernel",
     "write_table",
+    "write_text",
 ]
 
 logger = logging.getLogger("psfmatch.io")
@@ -889,3 +891,19 @@ def read_arrays(
         raise InputFileError(f"array file {path} lacks HDU(s) {missing}")
     meta = next((_read_metadata_hdu(h) for h in hdus if h.name == "METADATA"), {})
     return arrays, meta
+
+
+# ---------------------------------------------------------------------- QA outputs
+def write_figure(path: str | os.PathLike[str], figure: Any, *, dpi: int = 100) -> Path:
+    """Render a matplotlib ``Figure`` to ``path`` (format from the suffix, Agg) atomically."""
+    final = Path(path)
+    with _atomic_output(final) as tmp:
+        figure.savefig(tmp, format=final.suffix.lstrip(".") or "png", dpi=dpi)
+    return final
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 text atomically."""
+    with _atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["log_to_file"]
+__all__ = ["FAILURE_MARKER", "log_to_file", "read_failure"]
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Message logged (with the traceback) when an exception escapes a step.
+FAILURE_MARKER = "step failed"
 
 
 @contextmanager
@@ -32,7 +34,7 @@ def log_to_file(path: str | Path, *, level: int = logging.INFO) -> Iterator[logg
     try:
         yield log
     except BaseException:
-        log.exception("step failed")
+        log.exception(FAILURE_MARKER)
         raise
     finally:
         logging.captureWarnings(False)
@@ -40,3 +42,27 @@ def log_to_file(path: str | Path, *, level: int = logging.INFO) -> Iterator[logg
             lg.removeHandler(handler)
             lg.setLevel(old)
         handler.close()
+
+
+def read_failure(path: str | Path) -> str | None:
+    """The error a step log records, or ``None`` if it records none (or is unreadable).
+
+    A log written by :func:`log_to_file` for a step that raised ends with
+    :data:`FAILURE_MARKER` and the traceback; the error is the traceback's final
+    ``Type: message`` part (the last exception of a chain), joined into one line.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    marker = text.rfind(f": {FAILURE_MARKER}")
+    if marker < 0:
+        return None
+    lines = [line for line in text[marker:].splitlines()[1:] if line.strip()]
+    # Frames and source lines of a traceback are indented; the exception is not.
+    tail: list[str] = []
+    for line in reversed(lines):
+        if line.startswith((" ", "\t")) or line.startswith("Traceback ("):
+            break
+        tail.append(line.strip())
+    return " ".join(reversed(tail)) or "the step failed (no exception text in its log)"

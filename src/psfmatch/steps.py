@@ -1082,3 +1082,230 @@ def simulated_psf(*, truth_path: str, output_path: str) -> None:
 
 
 __all__ += ["model_kernel_config", "model_psf_convolve", "model_psf_kernel", "simulated_psf"]
+
+
+# ====================================================================== QA (issue 6)
+# Plots of one pair (ip_diffim's debug displays) and the per-run summary table. The
+# plotting itself is psfmatch.qa (arrays in, figures out); these functions read the
+# products and write the PNGs / tables.
+
+#: The QA plots of a pair: output key -> what it shows (also the report captions' order).
+QA_PLOTS: dict[str, str] = {
+    "images": "science, warped template and difference with the same stretch",
+    "candidates": "candidates over the science image with the spatial cells",
+    "kernel_basis": "the first basis kernels",
+    "kernel_mosaic": "the spatial kernel on a 5x5 grid",
+    "spatial_model": "each basis coefficient's map and the background model",
+    "kernel_sum": "kernel-sum distribution with the clip limits",
+    "residual_histogram": "difference/sqrt(variance) against N(0, 1)",
+    "worst_stamps": "stamps of the worst candidates",
+}
+
+#: Columns of the per-run summary table, in order.
+QA_SUMMARY_COLUMNS: tuple[str, ...] = (
+    "pair", "status", "failed_step", "error", "kernel_sum", "spatial_condition_number",
+    "verdict", "n_candidates", "n_used", "n_good", "n_rejected", "residual_mean",
+    "residual_std", "residual_clipped_mean", "residual_clipped_std", "plots",
+)
+
+
+def qa(
+    *,
+    science_path: str,
+    template_path: str,
+    difference_path: str,
+    kernel_path: str,
+    candidates_path: str,
+    ksum_paths: list[str] | tuple[str, ...],
+    stamps_path: str,
+    metrics_path: str,
+    outputs: Mapping[str, str],
+    psf_match: Mapping[str, Any],
+    label: str,
+    n_worst: int = 6,
+) -> dict[str, Any]:
+    """Draw the QA plots of one pair from its products and write them as PNGs.
+
+    ``outputs`` maps every key of :data:`QA_PLOTS` to a path. ``candidates_path`` is
+    the last assessment's table (every candidate with its status, stage and reason);
+    ``ksum_paths`` the kernel-sum tables of all iterations (their metadata hold the
+    clipping passes). Returns the :class:`psfmatch.qa.QaPlot` of every plot (figure and
+    the data it shows), keyed as ``outputs``, so that callers can check them.
+    """
+    from psfmatch import qa as plots
+    from psfmatch.candidates import active_set
+    from psfmatch.fit import difference_stamp
+    from psfmatch.kernel import SpatialKernel
+    from psfmatch.stats import residual_stats
+
+    missing = sorted(set(QA_PLOTS) - set(outputs))
+    if missing:
+        raise PsfMatchError(f"{label}: QA outputs {missing} not given")
+    cfg = _config(psf_match)
+    science = io.read_exposure(science_path)
+    template = io.read_exposure(template_path)
+    difference = io.read_exposure(difference_path)
+    kernel = SpatialKernel.read(kernel_path)
+    table = io.read_table(candidates_path)
+    columns = table.columns
+    metrics = io.read_json(metrics_path)
+    drawn: dict[str, Any] = {}
+
+    def save(key: str, plot) -> None:
+        io.write_figure(outputs[key], plot.figure)
+        drawn[key] = plot
+
+    save("images", plots.images_plot(science.image, template.image, difference.image,
+                                     xy0=science.xy0, title=label))
+    good = columns["status"] == "GOOD"
+    used = active_set(columns["cell"], columns["rank"], good, cfg.n_star_per_cell)
+    region = table.metadata.get("region") or list(science.bbox)
+    save("candidates", plots.candidates_plot(
+        science.image, x=columns["x"], y=columns["y"], status=columns["status"],
+        stage=columns["stage"], reason=columns["reason"], used=used, region=region,
+        size_cell_x=cfg.size_cell_x, size_cell_y=cfg.size_cell_y, xy0=science.xy0,
+        title=f"{label}: kernel candidates and spatial cells"))
+    basis = kernel.metadata.get("basis") or {}
+    save("kernel_basis", plots.basis_plot(kernel.basis, description=str(basis.get("type", ""))))
+    save("kernel_mosaic", plots.mosaic_plot(kernel))
+    save("spatial_model", plots.spatial_model_plot(kernel))
+    passes = {}
+    for path in ksum_paths:
+        meta = io.read_table(path).metadata
+        passes[int(meta.get("iteration", len(passes)))] = meta.get("kernel_sum_passes", [])
+    save("kernel_sum", plots.kernel_sum_plot(
+        columns["kernel_sum"], stage=columns["stage"], passes=passes, final_sum=kernel.kernel_sum))
+    usable = (difference.mask & difference.plane_bitmask(STATS_BAD_PLANES)) == 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = difference.image / np.sqrt(difference.variance)
+    stats = metrics.get("difference", {})
+    save("residual_histogram", plots.residual_histogram_plot(
+        z[usable & np.isfinite(z)],
+        clipped=(stats["clipped_mean"], stats["clipped_std"]) if "clipped_std" in stats else None))
+
+    # Worst candidates under the final kernel: every candidate with a stamp, ranked by
+    # the rms of (S - K*T - bg)/sigma over its unmasked valid pixels.
+    t_stamps, s_stamps, ids, meta = _load_stamps(stamps_path)
+    row_of = {int(i): r for r, i in enumerate(columns["id"])}
+    bad_bits = _bad_bits(meta, cfg.bad_mask_planes)
+    scored = []
+    for p, cid in enumerate(ids):
+        r = row_of[int(cid)]
+        x, y = float(columns["x"][r]), float(columns["y"][r])
+        k_img, bg = kernel.image_at(x, y), float(kernel.background_at(x, y))
+        t = tuple(a[p] for a in t_stamps)
+        s = tuple(a[p] for a in s_stamps)
+        d, var, mask = difference_stamp(t, s, k_img, bg)
+        rms = residual_stats(d, var, mask, bad_bits=bad_bits, core_radius=None).rms
+        scored.append((rms if np.isfinite(rms) else -np.inf, p, r, d, var, mask))
+    scored.sort(key=lambda item: item[0], reverse=True)
+    worst = scored[:n_worst]
+    half = kernel.kernel_size // 2
+    crop = (slice(half, -half or None), slice(half, -half or None))
+    models, sciences, residuals, names = [], [], [], []
+    for _, p, r, d, var, _mask in worst:
+        s_img = np.asarray(s_stamps[0][p], dtype=np.float64)[crop]
+        models.append(s_img - d)
+        sciences.append(s_img)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            residuals.append(d / np.sqrt(var))
+        status = str(columns["status"][r])
+        names.append(status if status == "GOOD" else f"BAD ({columns['stage'][r]})")
+    save("worst_stamps", plots.worst_stamps_plot(
+        ids=np.array([int(columns["id"][item[2]]) for item in worst], dtype=np.int64),
+        scores=np.array([item[0] for item in worst]), score_name="residual rms (σ)",
+        models=models, sciences=sciences, residuals=residuals, labels=names))
+    logger.info("%s: wrote %d QA plots", label, len(drawn))
+    return drawn
+
+
+def pair_outcome(
+    *,
+    pair: str,
+    metrics_path: str,
+    plot_paths: list[str] | tuple[str, ...],
+    logs: Mapping[str, str],
+) -> dict[str, Any]:
+    """One row of the run summary: the pair's health from whatever products and logs exist.
+
+    * ``metrics.json`` exists → ``status = "ok"``, values from it; ``plots`` = how many
+      of ``plot_paths`` exist (a pair that succeeded after an earlier failure gets its
+      plots on the next run); if plots are missing and a log records an error (the
+      ``qa`` step failed), ``failed_step`` and ``error`` say so;
+    * else, if a step log (``logs``: path → step name) records an error, the most
+      recently written such log gives ``status = "failed"``, ``failed_step`` and ``error``;
+    * else ``status = "incomplete"`` (not run yet, interrupted, or killed without a
+      Python error, e.g. by a batch system time limit).
+    """
+    import os
+    from pathlib import Path
+
+    from psfmatch.logs import read_failure
+
+    row: dict[str, Any] = dict.fromkeys(QA_SUMMARY_COLUMNS)
+    row["pair"] = pair
+    n_plots = sum(Path(p).is_file() for p in plot_paths)
+    row["plots"] = f"{n_plots}/{len(plot_paths)}"
+    failures = []
+    for path, step in logs.items():
+        error = read_failure(path)
+        if error is not None:
+            failures.append((os.stat(path).st_mtime, step, error, path))
+    if Path(metrics_path).is_file():
+        metrics = io.read_json(metrics_path)
+        cands = metrics.get("candidates", {})
+        diff = metrics.get("difference", {})
+        row.update(
+            status="ok", failed_step="", error="",
+            kernel_sum=metrics.get("kernel_sum"),
+            spatial_condition_number=metrics.get("spatial_condition_number"),
+            verdict=metrics.get("verdict"),
+            n_candidates=cands.get("total"), n_used=cands.get("used_in_final_fit"),
+            n_good=cands.get("good"), n_rejected=cands.get("bad"),
+            residual_mean=diff.get("mean"), residual_std=diff.get("std"),
+            residual_clipped_mean=diff.get("clipped_mean"),
+            residual_clipped_std=diff.get("clipped_std"),
+        )
+        if failures and n_plots < len(plot_paths):  # the products exist, the QA step failed
+            _, step, error, path = max(failures)
+            row.update(failed_step=step, error=f"{error} (log: {path})")
+        return row
+    if failures:
+        _, step, error, path = max(failures)
+        row.update(status="failed", failed_step=step, error=f"{error} (log: {path})")
+    else:
+        row.update(status="incomplete", failed_step="",
+                   error="no metrics.json and no step log records an error "
+                         "(not run yet, interrupted, or killed)")
+    return row
+
+
+def qa_summary(
+    *,
+    rows: list[Mapping[str, Any]],
+    table_path: str,
+    html_path: str,
+) -> None:
+    """Write the per-run summary (one row per pair) as Parquet and as an HTML table."""
+    from psfmatch import qa as plots
+
+    def column(name: str) -> np.ndarray:
+        values = [row.get(name) for row in rows]
+        if name in ("kernel_sum", "spatial_condition_number", "residual_mean", "residual_std",
+                    "residual_clipped_mean", "residual_clipped_std"):
+            return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+        if name.startswith("n_"):
+            return np.array([-1 if v is None else int(v) for v in values], dtype=np.int64)
+        return np.array(["" if v is None else str(v) for v in values], dtype=object)
+
+    columns = {name: column(name) for name in QA_SUMMARY_COLUMNS}
+    counts = {s: int((columns["status"] == s).sum()) for s in ("ok", "failed", "incomplete")}
+    io.write_table(table_path, columns, metadata={"step": "qa_summary", "counts": counts,
+                                                  "missing_integer": -1})
+    io.write_text(html_path, plots.summary_html(rows, columns=QA_SUMMARY_COLUMNS,
+                                                title=f"psfmatch run summary: {counts}"))
+    logger.info("run summary %s written to %s", counts, table_path)
+
+
+__all__ += ["QA_PLOTS", "QA_SUMMARY_COLUMNS", "pair_outcome", "qa", "qa_summary"]
+# ================================================================== end QA (issue 6)

@@ -179,3 +179,103 @@ def test_changing_target_fwhm_reruns_only_model_psf_steps(finished_run):
         assert set(jobs) <= {"model_psf_kernel", "model_psf_convolve", "psf_match_all", "all"}
     finally:
         _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
+
+
+# ---------------------------------------------------------------------- QA and report (issue 6)
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_good_pair_gets_every_qa_plot_and_the_failed_pair_none(finished_run):
+    from psfmatch.steps import QA_PLOTS
+
+    workdir, run = finished_run
+    for key in QA_PLOTS:
+        assert (workdir / f"results/good/qa/{key}.png").read_bytes()[:8] == PNG, run.stderr
+    assert not (workdir / "results/empty/qa").exists()
+
+
+def test_run_summary_marks_the_failed_pair_with_its_error(finished_run):
+    workdir, run = finished_run
+    summary = io.read_table(workdir / "results/qa/summary.parquet").columns
+    row = {str(p): i for i, p in enumerate(summary["pair"])}
+    assert set(row) == {"good", "empty"}
+    good, empty = row["good"], row["empty"]
+    metrics = io.read_json(workdir / "results/good/metrics.json")
+    assert summary["status"][good] == "ok"
+    assert summary["plots"][good] == "8/8"
+    assert summary["kernel_sum"][good] == metrics["kernel_sum"]
+    assert summary["n_used"][good] == metrics["candidates"]["used_in_final_fit"]
+    assert summary["residual_clipped_std"][good] == metrics["difference"]["clipped_std"]
+    assert summary["status"][empty] == "failed"
+    assert summary["failed_step"][empty] == "detect"
+    assert "InsufficientCandidatesError: pair 'empty': no kernel candidates detected" in \
+        summary["error"][empty]
+    assert summary["plots"][empty] == "0/8"
+    assert "pair 'empty' failed" in run.stderr
+
+
+def test_qa_plots_are_drawn_from_the_products(finished_run, tmp_path):
+    """Redraw the good pair's plots from its products: same PNGs, numbers from the tables."""
+    from matplotlib.colors import to_rgba
+
+    from psfmatch import steps
+
+    workdir, _ = finished_run
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    out = workdir / "results" / "good"
+    last = config["psf_match"]["maxSpatialIterations"] - 1
+    outputs = {key: str(tmp_path / f"{key}.png") for key in steps.QA_PLOTS}
+    drawn = steps.qa(
+        science_path=out / "input/science.fits", template_path=out / "warp/template.fits",
+        difference_path=out / "difference.fits", kernel_path=out / "kernel.fits",
+        candidates_path=out / f"iter{last}/assess.parquet",
+        ksum_paths=[out / f"iter{i}/ksum.parquet" for i in range(last + 1)],
+        stamps_path=out / "select/stamps.fits", metrics_path=out / "metrics.json",
+        outputs=outputs, psf_match=config["psf_match"], label="pair 'good'")
+    for key in steps.QA_PLOTS:  # the workflow's PNGs are these plots
+        assert Path(outputs[key]).read_bytes() == (out / f"qa/{key}.png").read_bytes(), key
+    table = io.read_table(out / f"iter{last}/assess.parquet").columns
+    metrics = io.read_json(out / "metrics.json")
+    n_bad = int((table["status"] == "BAD").sum())
+    assert n_bad > 0  # the simulated pair has variable stars and masked columns
+    ax = drawn["candidates"].figure.axes[0]
+    red = [len(c.get_offsets()) for c in ax.collections
+           if any(np.allclose(col, to_rgba("red"))
+                  for col in (*c.get_facecolor(), *c.get_edgecolor()))]
+    assert sum(red) == n_bad
+    assert len(drawn["candidates"].data["used"]) == metrics["candidates"]["used_in_final_fit"]
+    assert drawn["residual_histogram"].data["n"] == metrics["difference"]["n_pixels"]
+    ksum = io.read_table(out / "iter0/ksum.parquet").metadata["kernel_sum_passes"][-1]
+    assert drawn["kernel_sum"].data["limits"][0] == pytest.approx(
+        (ksum["mean"], ksum["mean"] - ksum["limit"], ksum["mean"] + ksum["limit"]))
+    kernel = SpatialKernel.read(out / "kernel.fits")
+    mosaic = drawn["kernel_mosaic"].data
+    assert mosaic["sums"][2, 2] == pytest.approx(kernel.sum_at(mosaic["x"][2], mosaic["y"][2]))
+
+
+def test_report_of_a_partly_failed_run_opens_in_chromium(finished_run, tmp_path):
+    """`snakemake --report` builds one offline HTML file; every plot loads in a browser."""
+    from report_browser import browse_report, chromium_or_skip, png_size
+
+    workdir, _ = finished_run
+    report = workdir / "report.html"
+    run = _snakemake(workdir, "--report", str(report))
+    assert run.returncode == 0, run.stdout + run.stderr
+    browser, driver = chromium_or_skip()
+    screenshot = tmp_path / "report_candidates.png"
+    seen = browse_report(report, browser=browser, driver=driver, screenshot=screenshot,
+                         screenshot_result="results/good/qa/candidates.png")
+    print(f"report screenshot: {screenshot}")
+    images = {p for p, mime in seen["results"].items() if mime == "image/png"}
+    assert images == {f"results/good/qa/{k}.png" for k in
+                      ("images", "candidates", "kernel_basis", "kernel_mosaic", "spatial_model",
+                       "kernel_sum", "residual_histogram", "worst_stamps")}
+    for path in images:  # every plot was shown, at its own size
+        assert seen["shown"][path]["img_width"] == png_size(workdir / path)[0], path
+    summary = seen["shown"]["results/qa/summary.html"]["text"]
+    for text in ("empty", "failed", "detect", "InsufficientCandidatesError"):
+        assert text in summary
+    assert seen["broken"] == []
+    assert seen["console"] == []
+    assert seen["external"] == []  # offline: nothing fetched but the file and its data URIs
+    assert png_size(screenshot)[0] > 0

@@ -1,0 +1,36 @@
+# QA of each pair (ip_diffim's debug displays as PNGs, registered for the HTML report)
+# and the per-run summary table. `snakemake --report report.html` collects them.
+#
+# The summary is written by the onsuccess/onerror handlers (Snakefile), not by a rule:
+# a rule that depends on every pair never runs when one pair fails, even with
+# --keep-going, and the summary must say which pair failed and why. The handlers run
+# after every job that could run has finished; they read whatever products and step
+# logs exist (psfmatch.steps.pair_outcome). Once written, `rule all` takes the summary
+# as a report-flagged input, so the report shows it; pairs whose last attempt failed
+# are left out of the QA targets (qa_pairs), so the report of a partly failed run builds.
+
+
+rule qa:
+    """Plots of one pair: images, candidates, kernel basis/mosaic/spatial model, residuals."""
+    input:
+        science="results/{pair}/input/science.fits",
+        template=rules.warp.output.template,
+        difference=rules.convolve.output.difference,
+        metrics=rules.convolve.output.metrics,
+        kernel=rules.final_kernel.output.kernel,
+        candidates=final_assessment,
+        ksum=ksum_tables,
+        stamps=rules.select.output.stamps,
+    output:
+        **qa_plot_outputs(),
+    log:
+        "logs/qa/{pair}.log",
+    benchmark:
+        "benchmarks/qa/{pair}.tsv"
+    params:
+        psf_match=psf_match_fields("qa"),
+        version=psfmatch.__version__,
+    conda:
+        "../envs/psfmatch.yaml"
+    script:
+        "../scripts/qa.py"
