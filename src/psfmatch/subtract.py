@@ -112,9 +112,11 @@ def convolve_exposure(
     out = np.zeros((ny, nx), dtype=np.float64)
     refactored = kernel.refactored()
     factors = kernel.kernel_function.separable_terms(xs[None, :], ys[:, None])
-    for (fx, fy), kernel_t in zip(factors, refactored, strict=True):
+    n_terms = len(refactored)
+    for t, ((fx, fy), kernel_t) in enumerate(zip(factors, refactored, strict=True), start=1):
         if not np.any(kernel_t):
             continue
+        logger.info("convolving: spatial term %d/%d (%d x %d image)", t, n_terms, nx, ny)
         corr = _correlate_ft(image_ft, kernel_t, fshape, (ny, nx))
         corr *= fy
         corr *= fx
@@ -158,7 +160,9 @@ def _blockwise_variance(
     half = kernel.kernel_size // 2
     out = np.zeros((ny, nx), dtype=np.float32)
     padded = np.pad(variance, half)
-    for by in range(0, ny, block):
+    n_bands = -(-ny // block)
+    for band, by in enumerate(range(0, ny, block), start=1):
+        logger.info("variance: band %d/%d (%d rows of %d-px blocks)", band, n_bands, min(block, ny - by), block)
         for bx in range(0, nx, block):
             sy, sx = min(block, ny - by), min(block, nx - bx)
             cx = bx + 0.5 * (sx - 1)
