@@ -20,6 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from psfmatch.errors import PsfMatchError
+from psfmatch.regularization import LambdaRule
 from psfmatch.stats import ResidualStats, residual_stats
 
 __all__ = [
@@ -55,6 +56,10 @@ class CandidateSolution:
         Of the normal matrix without regularization.
     normal_matrix, normal_vector : ndarray
         ``M`` and ``β`` (background last when fitted), kept for the spatial fit.
+    regularization_lambda : float
+        λ used (0 without regularization).
+    lambda_at_grid_edge : bool
+        A risk-minimising λ fell on the first or last point of the scan.
     """
 
     coefficients: np.ndarray
@@ -64,6 +69,8 @@ class CandidateSolution:
     condition_number: float
     normal_matrix: np.ndarray
     normal_vector: np.ndarray
+    regularization_lambda: float = 0.0
+    lambda_at_grid_edge: bool = False
 
 
 def design_matrix(template: np.ndarray, basis: np.ndarray) -> np.ndarray:
@@ -132,7 +139,7 @@ def fit_candidate(
     fit_background: bool,
     constant_variance_weighting: bool = True,
     regularization: np.ndarray | None = None,
-    regularization_lambda: float = 0.0,
+    regularization_lambda: float | LambdaRule = 0.0,
     condition_number_type: str = "EIGENVALUE",
 ) -> CandidateSolution:
     """Weighted least-squares kernel for one candidate (reference §4.2–4.4).
@@ -150,7 +157,9 @@ def fit_candidate(
         Add a constant-background column.
     regularization : ndarray, optional
         ``H`` (``n_basis(+1)`` square); ``(M + λH) a = β`` is solved with
-        ``λ = regularization_lambda``.
+        ``λ = regularization_lambda``, a number or a
+        :class:`~psfmatch.regularization.LambdaRule` evaluated on this candidate's
+        system (reference §3.3). ``M`` and ``β`` are returned without ``λH``.
 
     Raises
     ------
@@ -184,7 +193,17 @@ def fit_candidate(
     matrix = columns.T @ (columns * weights[:, None])
     vector = columns.T @ (s * weights)
     cond = condition_number(matrix, condition_number_type)
-    system = matrix if regularization is None else matrix + regularization_lambda * regularization
+    lam, at_edge = 0.0, False
+    if regularization is not None:
+        if isinstance(regularization_lambda, LambdaRule):
+            choice = regularization_lambda.choose(
+                matrix, vector, regularization,
+                data_norm=float(np.sum(s * s * weights)), n_data=s.size,
+            )
+            lam, at_edge = choice.value, choice.at_grid_edge
+        else:
+            lam = float(regularization_lambda)
+    system = matrix if regularization is None else matrix + lam * regularization
     solution = solve_normal_equations(system, vector)
     if not np.all(np.isfinite(solution)):
         msg = f"unable to determine kernel solution (nan); condition number {cond:.3g}"
@@ -200,6 +219,8 @@ def fit_candidate(
         condition_number=cond,
         normal_matrix=matrix,
         normal_vector=vector,
+        regularization_lambda=lam,
+        lambda_at_grid_edge=at_edge,
     )
 
 
