@@ -139,8 +139,8 @@ class SpatialKernel:
     def image_variance_at(self, x: float, y: float) -> np.ndarray:
         """Variance of every pixel of :meth:`image_at` ``(x, y)``, shape ``(k, k)``.
 
-        :math:`\mathrm{Var}\,K_{x,y}[p] = J_p \Sigma_{cc} J_p^T` with
-        :math:`J_{p,(i,t)} = B_i[p] f_t(x, y)` and :math:`\Sigma_{cc}` the kernel block of
+        :math:`\\mathrm{Var}\\,K_{x,y}[p] = J_p \\Sigma_{cc} J_p^T` with
+        :math:`J_{p,(i,t)} = B_i[p] f_t(x, y)` and :math:`\\Sigma_{cc}` the kernel block of
         :attr:`covariance`.
         """
         cov = self._require_covariance()
@@ -161,7 +161,7 @@ class SpatialKernel:
     ) -> np.ndarray | float:
         """Variance of :meth:`background_at` at parent pixel(s) ``(x, y)``.
 
-        :math:`p_B^T \Sigma_{bb} p_B` with :math:`p_B` the background terms at
+        :math:`p_B^T \\Sigma_{bb} p_B` with :math:`p_B` the background terms at
         ``(x, y)``; zero when no background was fitted.
         """
         cov = self._require_covariance()
