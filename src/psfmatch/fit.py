@@ -90,17 +90,27 @@ def design_matrix(template: np.ndarray, basis: np.ndarray) -> np.ndarray:
     k = basis.shape[-1]
     windows = sliding_window_view(np.asarray(template, dtype=np.float64), (k, k))
     ny, nx = windows.shape[:2]
-    return windows.reshape(ny * nx, k * k) @ basis.reshape(basis.shape[0], k * k).T
+    flat = basis.reshape(basis.shape[0], k * k)
+    if flat.shape[0] == k * k and _is_identity(flat):  # delta functions: the windows themselves
+        return windows.reshape(ny * nx, k * k).copy()
+    return windows.reshape(ny * nx, k * k) @ flat.T
 
 
-def condition_number(matrix: np.ndarray, kind: str = "EIGENVALUE") -> float:
+def _is_identity(matrix: np.ndarray) -> bool:
+    return bool(np.all(np.diagonal(matrix) == 1.0) and np.count_nonzero(matrix) == matrix.shape[0])
+
+
+def condition_number(
+    matrix: np.ndarray, kind: str = "EIGENVALUE", *, eigenvalues: np.ndarray | None = None
+) -> float:
     """``λmax/λmin`` of the symmetric eigenvalues, or ``σmax/σmin`` (``"SVD"``).
 
     ``inf`` when the smallest value is 0; for ``EIGENVALUE`` the ratio uses absolute
-    values of the extreme eigenvalues as Eigen does.
+    values of the extreme eigenvalues as Eigen does (``eigenvalues``, if already known,
+    are used instead of a new decomposition).
     """
     if kind == "EIGENVALUE":
-        values = np.abs(np.linalg.eigvalsh(matrix))
+        values = np.abs(np.linalg.eigvalsh(matrix) if eigenvalues is None else eigenvalues)
     elif kind == "SVD":
         values = np.linalg.svd(matrix, compute_uv=False)
     else:
@@ -110,20 +120,24 @@ def condition_number(matrix: np.ndarray, kind: str = "EIGENVALUE") -> float:
     return math.inf if smallest == 0 else float(values.max()) / smallest
 
 
-def solve_normal_equations(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+def solve_normal_equations(
+    matrix: np.ndarray, vector: np.ndarray, *, eigenvalues: np.ndarray | None = None
+) -> np.ndarray:
     """Solve the symmetric system as ip_diffim does (reference §4.4).
 
     A full-rank system (every eigenvalue above ``ε·n·|λ|max``, the rank test of the
     full-pivot LU ip_diffim uses) is solved directly; otherwise the eigen-decomposition
     ``M = R Λ Rᵀ`` is used with every non-zero eigenvalue inverted (zeros stay zero).
+    ``eigenvalues`` of ``matrix``, when already known, save one decomposition.
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     vector = np.asarray(vector, dtype=np.float64)
-    values, vectors = np.linalg.eigh(matrix)
+    values = np.linalg.eigvalsh(matrix) if eigenvalues is None else eigenvalues
     largest = float(np.abs(values).max()) if values.size else 0.0
     tolerance = np.finfo(np.float64).eps * matrix.shape[0] * largest
     if largest > 0 and np.all(np.abs(values) > tolerance):
         return np.linalg.solve(matrix, vector)
+    values, vectors = np.linalg.eigh(matrix)
     inverse = np.zeros_like(values)
     nonzero = values != 0
     inverse[nonzero] = 1.0 / values[nonzero]
@@ -192,7 +206,8 @@ def fit_candidate(
     weights = 1.0 / v_fit
     matrix = columns.T @ (columns * weights[:, None])
     vector = columns.T @ (s * weights)
-    cond = condition_number(matrix, condition_number_type)
+    eigenvalues = np.linalg.eigvalsh(matrix)
+    cond = condition_number(matrix, condition_number_type, eigenvalues=eigenvalues)
     lam, at_edge = 0.0, False
     if regularization is not None:
         if isinstance(regularization_lambda, LambdaRule):
@@ -203,8 +218,10 @@ def fit_candidate(
             lam, at_edge = choice.value, choice.at_grid_edge
         else:
             lam = float(regularization_lambda)
-    system = matrix if regularization is None else matrix + lam * regularization
-    solution = solve_normal_equations(system, vector)
+    if regularization is None:
+        solution = solve_normal_equations(matrix, vector, eigenvalues=eigenvalues)
+    else:
+        solution = solve_normal_equations(matrix + lam * regularization, vector)
     if not np.all(np.isfinite(solution)):
         msg = f"unable to determine kernel solution (nan); condition number {cond:.3g}"
         raise CandidateFitError(msg)
