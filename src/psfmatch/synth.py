@@ -23,9 +23,10 @@ exactly
 
 with point-sampled Gaussians :math:`G` centred on ``kernel_shift`` :math:`\\delta`
 (with a ``tracking_jump`` :math:`(\\Delta, f)`, each :math:`G(\\sigma_j, \\delta)` becomes
-:math:`(1-f)\\,G(\\sigma_j, \\delta) + f\\,G(\\sigma_j, \\delta + \\Delta)`: a double-peaked kernel,
-as from a science exposure whose pointing jumped by :math:`\\Delta` for a fraction
-:math:`f` of the time, outside the span of an Alard–Lupton basis),
+:math:`(1-f)\\,G(\\sigma_j, \\delta) + f\\,G(\\sigma_j, \\delta + \\Delta)`, as from a
+science exposure whose pointing jumped by :math:`\\Delta` for a fraction :math:`f` of the
+time: two peaks, or a peak and a shoulder when :math:`|\\Delta| \\lesssim 2.5\\sigma_j`, in
+either case outside the span of an Alard–Lupton basis),
 :math:`\\sigma_{1,2}^2 = \\sigma_K^2 (1 \\mp d)`, :math:`\\sigma_K^2 = \\sigma_S^2 -
 \\sigma_T^2`, so the kernel's second moment is :math:`\\sigma_K^2 (1 + d m)` and its sum is
 :math:`s` everywhere. ``d`` is chosen so that :math:`(\\sigma_{\\max} - \\sigma_{\\min}) /
