@@ -299,7 +299,8 @@ class PsfMatchConfig(_LsstMapped):
             )
             raise ConfigError(msg)
         if self.use_bic_for_kernel_basis and self.kernel_basis_set == DF:
-            msg = "useBicForKernelBasis chooses Alard-Lupton degrees; it cannot be used with kernelBasisSet: delta-function"
+            msg = ("useBicForKernelBasis chooses Alard-Lupton degrees; it cannot be used with "
+                   "kernelBasisSet: delta-function")
             raise ConfigError(msg)
         if not 1 <= self.max_spatial_iterations <= 5:
             msg = f"maxSpatialIterations must be in 1..5, got {self.max_spatial_iterations}"

@@ -79,7 +79,8 @@ def difference_operator(
         the message names the ip_diffim field.
     """
     if regularization_type not in REGULARIZATION_TYPES:
-        msg = f"regularizationType must be one of {REGULARIZATION_TYPES}, got {regularization_type!r}"
+        msg = (f"regularizationType must be one of {REGULARIZATION_TYPES}, "
+               f"got {regularization_type!r}")
         raise ConfigError(msg)
     if not border_penalty >= 0:
         msg = f"regularizationBorderPenalty must be >= 0, got {border_penalty}"
@@ -213,10 +214,10 @@ def risk_curve(
     simulated 11×11 DF candidate (optimum λ = 10^4.6) its minimiser lay 3.7 to 5.6
     decades too low in 6 of 6 realisations (3 on the grid's lower edge), and the
     truncated variant chose, in 1 of 8, a λ with 890 times the optimal coefficient risk;
-    UPRE picked the optimum within one 0.1-dex step in 8 of 8. It also never ran: the C++ reads the scan limits under
-    names the config does not define (``lambdaLogMin`` …), so both modes throw
-    (reference §3.3). Here the scan uses ``lambdaMin/Max/Step``
-    (:func:`lambda_grid`).
+    UPRE picked the optimum within one 0.1-dex step in 8 of 8. It also never ran: the
+    C++ reads the scan limits under names the config does not define
+    (``lambdaLogMin`` …), so both modes throw (reference §3.3). Here the scan uses
+    ``lambdaMin/Max/Step`` (:func:`lambda_grid`).
 
     The scan costs one generalised eigen-decomposition: with ``UᵀMU = I`` and
     ``UᵀHU = Λ`` (``M`` made positive definite by a ``1e-12·tr(M)/n`` ridge),

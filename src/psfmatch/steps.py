@@ -611,7 +611,8 @@ def spatial_fit(
             cfg, table, arrays, kmeta, stamps_path, iteration, label, counts)
     active = active_set(table["cell"], table["rank"], table["status"] == "GOOD", cfg.n_star_per_cell)
     if not active.any():
-        raise InsufficientCandidatesError(f"{label}: no active candidate for the spatial fit", counts)
+        raise InsufficientCandidatesError(f"{label}: no active candidate for the spatial fit",
+                                          counts)
     rows = np.array([position[int(i)] for i in table["id"][active]], dtype=np.int64)
     bbox = tuple(int(v) for v in kmeta["region"])
     kernel_function = SpatialFunction(cfg.spatial_kernel_order, cfg.spatial_model_type, bbox)
@@ -645,8 +646,9 @@ def spatial_fit(
                   "config": {"fit_single_kernels": kmeta.get("psf_match", {}),
                              "spatial_fit": dict(psf_match)}},
     )
-    logger.info("%s: spatial fit (iteration %s) on %d candidates, %d unknowns, condition %.3g, kernel sum %.5f",
-                label, iteration, int(active.sum()), fit.n_unknowns, fit.condition_number, kernel.kernel_sum)
+    logger.info("%s: spatial fit (iteration %s) on %d candidates, %d unknowns, condition %.3g, "
+                "kernel sum %.5f", label, iteration, int(active.sum()), fit.n_unknowns,
+                fit.condition_number, kernel.kernel_sum)
     io.write_kernel(output_kernel, kernel)
     io.write_table(output_candidates, table, units={"x": "pixel", "y": "pixel"},
                    metadata={**data.metadata, "step": "spatial_fit", "iteration": iteration,
@@ -679,9 +681,8 @@ def _pca_refit(cfg, table, arrays, kmeta, stamps_path, iteration, label, counts)
         except ValueError as err:
             raise InsufficientCandidatesError(f"{label}: {err}", counts) from err
         srows = np.array([stamp_row[i] for i in act_ids], dtype=np.int64)
-        pick = lambda stamps: tuple(a[srows] for a in stamps)  # noqa: E731
         fits = fit_single_kernels(
-            pick(t_stamps), pick(s_stamps), pca.basis,
+            tuple(a[srows] for a in t_stamps), tuple(a[srows] for a in s_stamps), pca.basis,
             fit_background=kmeta["fit_background"],
             constant_variance_weighting=cfg.constant_variance_weighting,
             iterate_single_kernel=cfg.iterate_single_kernel,
@@ -694,7 +695,8 @@ def _pca_refit(cfg, table, arrays, kmeta, stamps_path, iteration, label, counts)
             bad_bits=_bad_bits(meta, cfg.bad_mask_planes),
             core_radius=cfg.candidate_core_radius if cfg.use_core_stats else None,
         )
-        logger.info("%s: PCA pass %d: %d kernels, %d components (%.4f of the variance), %d refits rejected",
+        logger.info("%s: PCA pass %d: %d kernels, %d components (%.4f of the variance), "
+                    "%d refits rejected",
                     label, n_pass, pca.n_kernels, pca.basis.shape[0], pca.explained_fraction,
                     int((~fits.good).sum()))
         if fits.good.all():
@@ -714,8 +716,9 @@ def _pca_refit(cfg, table, arrays, kmeta, stamps_path, iteration, label, counts)
             raise InsufficientCandidatesError(f"{label}: {err}", counts) from err
         if rejected.any():
             last = passes[-1]
+            reason = f"|ksum - {last['mean']:.5g}| > {cfg.max_ksum_sigma} x {last['std']:.3g}"
             table = reject(table, rejected, stage="ksum", iteration=_iteration_number(iteration),
-                           reasons=f"|ksum - {last['mean']:.5g}| > {cfg.max_ksum_sigma} x {last['std']:.3g}")
+                           reasons=reason)
     position = {i: p for p, i in enumerate(act_ids)}
     basis_meta = {
         "type": "pca",

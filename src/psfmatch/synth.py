@@ -177,8 +177,8 @@ class SimulationParams:
     xy0: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:  # noqa: C901 - a flat list of checks
-        tuples = {"shape": 2, "kernel_shift": 2, "tracking_jump": 3, "background": 3, "galaxy_sigma_range": 2,
-                  "cosmic_ray_flux_range": 2, "transient_flux_range": 2,
+        tuples = {"shape": 2, "kernel_shift": 2, "tracking_jump": 3, "background": 3,
+                  "galaxy_sigma_range": 2, "cosmic_ray_flux_range": 2, "transient_flux_range": 2,
                   "template_offset": 3, "sky_centre": 2, "xy0": 2}
         for name, n in tuples.items():
             value = getattr(self, name)

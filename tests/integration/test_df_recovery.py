@@ -4,8 +4,9 @@ The science image of a simulated 768² pair has a two-component matching kernel:
 tracking jump of (3, 2) px for 35 % of the exposure (``synth`` ``tracking_jump``; at this
 seeing, kernel σ 1.4 px, the second component is a strong shoulder rather than a
 separate peak), with a 10 % width gradient across the field. The pair of offset
-Gaussians is not a Gaussian × low-order polynomial, so an AL basis cannot represent it. Stars are bright
-(gain 10, flux ≥ 1e4 ADU), so the comparison is limited by the methods, not by noise.
+Gaussians is not a Gaussian × low-order polynomial, so an AL basis cannot represent
+it. Stars are bright (gain 10, flux ≥ 1e4 ADU), so the comparison is limited by the
+methods, not by noise.
 
 DF settings: ``kernelSize: 17`` (the truth outside 17² carries < 1e-3 of the flux),
 stamps of ``2·26 + 1`` px (``fpGrowKernelScaling: 1.5``: 37² data pixels per

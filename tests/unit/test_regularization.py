@@ -45,7 +45,8 @@ def test_matrix_shape_symmetry_and_background_row(kwargs, fit_background):
     # H = BᵀB is positive semi-definite (to rounding)
     assert np.linalg.eigvalsh(h).min() > -1e-10 * np.abs(h).max()
     if fit_background:  # the background is never penalised
-        assert not h[-1].any() and not h[:, -1].any()
+        assert not h[-1].any()
+        assert not h[:, -1].any()
 
 
 @pytest.mark.parametrize(("stencil", "centre"), [(5, -4.0), (9, -20.0 / 6.0)])
@@ -89,7 +90,8 @@ def test_forward_difference_annihilates_polynomials_below_its_order(order):
     assert np.abs(b[away] @ ((xs / W) ** order)).max() > 1e-6
     # rows of the last pixel along x and y: the order-0 coefficient p, twice (x and y)
     corner = W * W - 1
-    assert b[corner, corner] == 4.0 and np.count_nonzero(b[corner]) == 1
+    assert b[corner, corner] == 4.0
+    assert np.count_nonzero(b[corner]) == 1
 
 
 def test_forward_orders_are_summed_before_squaring():
@@ -121,7 +123,8 @@ def test_regularization_config_checks(kwargs, ok):
 def test_lambda_grid_and_simple_rules():
     grid = lambda_grid(step_type="log", minimum=-1.0, maximum=2.0, step=0.1)
     assert grid.size == 31
-    assert grid[0] == pytest.approx(0.1) and grid[-1] == pytest.approx(100.0)
+    assert grid[0] == pytest.approx(0.1)
+    assert grid[-1] == pytest.approx(100.0)
     assert lambda_grid(step_type="linear", minimum=0.0, maximum=1.0, step=0.25).tolist() == [
         0.0, 0.25, 0.5, 0.75, 1.0]
     with pytest.raises(ConfigError, match="lambdaStep"):

@@ -27,7 +27,8 @@ def test_supported_subset_parses():
     assert cfg.use_pca_for_spatial_kernel is False  # the AL basis' own default
     df = _config({"kernelBasisSet": "delta-function", "usePcaForSpatialKernel": None,
                   "maxConditionNumber": None})
-    assert df.use_pca_for_spatial_kernel is True and df.max_condition_number == 5.0e6
+    assert df.use_pca_for_spatial_kernel is True
+    assert df.max_condition_number == 5.0e6
 
 
 def test_insufficient_candidates_message_carries_counts_and_pickles():

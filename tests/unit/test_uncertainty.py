@@ -1,4 +1,4 @@
-"""Kernel and background uncertainties from the spatial normal matrix (calculateKernelUncertainty)."""
+"""Kernel and background uncertainties from the spatial fit (calculateKernelUncertainty)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def _fit(truth, centres, templates, science):
         residual_mean_max=1.0, residual_std_max=10.0, bad_bits=0, core_radius=None,
         progress_every=0,
     )
-    assert fits.good.all() and n == len(fits.good)
+    assert fits.good.all()
+    assert n == len(fits.good)
     fit = fit_spatial(centres, fits.normal_matrix, fits.normal_vector,
                       n_basis=truth.basis.shape[0], kernel_function=truth.kernel_function,
                       background_function=truth.background_function, constant_first_term=True,
@@ -130,7 +131,8 @@ def test_covariance_layout_round_trip_and_errors(tmp_path):
     np.testing.assert_allclose(fitted.covariance, fitted.covariance.T)
     # basis 0 has one constant coefficient: its other spatial terms have zero variance
     assert fitted.covariance[0, 0] > 0
-    assert not fitted.covariance[1:3].any() and not fitted.covariance[:, 1:3].any()
+    assert not fitted.covariance[1:3].any()
+    assert not fitted.covariance[:, 1:3].any()
     # the kernel sum of the AL basis is coefficient 0, so its variance is that entry
     assert fitted.sum_variance_at(10.0, 200.0) == pytest.approx(fitted.covariance[0, 0], rel=1e-9)
     io.write_kernel(tmp_path / "k.fits", fitted)
