@@ -41,7 +41,8 @@ class SingleFits:
     ``kernels`` (n, k, k), ``coefficients`` (n, n_basis), ``background`` (n,),
     ``kernel_sum`` (n,), ``condition_number`` (n,), ``normal_matrix`` (n, m, m),
     ``normal_vector`` (n, m), ``regularization_lambda`` (n,; 0 without regularization,
-    NaN when not fitted), residual ``mean``/``rms``/``npix`` (n,), and the outcome
+    NaN when not fitted), ``lambda_at_grid_edge`` (n,; a risk-minimising λ on the first or
+    last point of its scan), residual ``mean``/``rms``/``npix`` (n,), and the outcome
     ``good`` (bool, n) with ``reason`` (str, n; "" when good).
     """
 
@@ -53,6 +54,7 @@ class SingleFits:
     normal_matrix: np.ndarray
     normal_vector: np.ndarray
     regularization_lambda: np.ndarray
+    lambda_at_grid_edge: np.ndarray
     mean: np.ndarray
     rms: np.ndarray
     npix: np.ndarray
@@ -101,6 +103,7 @@ def fit_single_kernels(
         "normal_matrix": np.zeros((n, m, m)),
         "normal_vector": np.zeros((n, m)),
         "regularization_lambda": np.full(n, np.nan),
+        "lambda_at_grid_edge": np.zeros(n, dtype=bool),
         **_residual_columns(n),
     }
     for i in range(n):
@@ -150,6 +153,7 @@ def fit_single_kernels(
         out["normal_matrix"][i] = sol.normal_matrix
         out["normal_vector"][i] = sol.normal_vector
         out["regularization_lambda"][i] = sol.regularization_lambda
+        out["lambda_at_grid_edge"][i] = sol.lambda_at_grid_edge
         out["mean"][i], out["rms"][i], out["npix"][i] = stats.mean, stats.rms, stats.n_pixels
         reason = _residual_reason(
             stats.mean, stats.rms, single_kernel_clipping, residual_mean_max, residual_std_max

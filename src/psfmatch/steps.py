@@ -451,6 +451,11 @@ def fit_single_kernels(
     if regularization := basis_meta.get("regularization"):
         lam = fits.regularization_lambda[fits.good]
         regularization["lambda_median"] = float(np.median(lam)) if lam.size else None
+        regularization["n_lambda_at_scan_edge"] = int(fits.lambda_at_grid_edge[fits.good].sum())
+        if regularization["n_lambda_at_scan_edge"]:
+            logger.warning("%s: %d good candidates have their risk-minimising lambda at an end of "
+                           "the scan lambdaMin..lambdaMax (%s..%s); widen the scan", label,
+                           regularization["n_lambda_at_scan_edge"], cfg.lambda_min, cfg.lambda_max)
         logger.info("%s: regularization %s", label, regularization)
     logger.info("%s: single-kernel fits %s", label, counts)
     io.write_arrays(
