@@ -50,3 +50,10 @@ def test_remap_mask_bits_between_plane_numberings():
     out = remap_mask_bits(mask, {"SAT": 0, "BAD": 1, "GONE": 2}, {"BAD": 5, "SAT": 3})
     np.testing.assert_array_equal(out, [[8, 32, 40, 0]])
     assert remap_mask_bits(mask, {"SAT": 0}, {"SAT": 0, "X": 1}) is mask
+
+
+def test_bic_with_delta_functions_is_refused():
+    from psfmatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="useBicForKernelBasis.*delta-function"):
+        _config({"kernelBasisSet": "delta-function", "useBicForKernelBasis": True})
