@@ -8,7 +8,9 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
     spatial_fit(
         candidates_path=snakemake.input.candidates,
         kernels_path=snakemake.input.kernels,
+        stamps_path=snakemake.input.stamps,
         output_kernel=snakemake.output.kernel,
+        output_candidates=snakemake.output.candidates,
         psf_match=snakemake.params.psf_match,
         iteration=snakemake.wildcards.get("iteration", "final"),
         label=f"pair {snakemake.wildcards.pair!r}",

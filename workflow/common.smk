@@ -116,14 +116,25 @@ def all_outputs():
 
 # --- which psf_match fields each step reads (LSST names; dotted = nested block).
 # A step's params carry only these, so changing one field reruns only its readers.
-_BASIS_FIELDS = [
-    "kernelBasisSet", "kernelSize", "scaleByFwhm", "kernelSizeFwhmScaling", "kernelSizeMin",
-    "kernelSizeMax", "alardNGauss", "alardDegGauss", "alardSigGauss", "alardGaussBeta",
-    "alardMinSig", "alardMinSigDeconv",
+# Fields of the basis not in use (AL fields for a delta-function run and vice versa,
+# PCA fields without usePcaForSpatialKernel) are read by no step.
+_BASIS_FIELDS = ["kernelBasisSet", "kernelSize"]
+_AL_FIELDS = [
+    "scaleByFwhm", "kernelSizeFwhmScaling", "kernelSizeMin", "kernelSizeMax", "alardNGauss",
+    "alardDegGauss", "alardSigGauss", "alardGaussBeta", "alardMinSig", "alardMinSigDeconv",
+]
+_DF_FIELDS = [
+    "useRegularization", "regularizationType", "centralRegularizationStencil",
+    "forwardRegularizationOrders", "regularizationBorderPenalty", "lambdaType", "lambdaValue",
+    "lambdaScaling", "lambdaStepType", "lambdaMin", "lambdaMax", "lambdaStep",
 ]
 _RESIDUAL_FIELDS = [
     "candidateResidualMeanMax", "candidateResidualStdMax", "useCoreStats",
     "candidateCoreRadius", "badMaskPlanes",
+]
+_SINGLE_FIT_FIELDS = _RESIDUAL_FIELDS + [
+    "constantVarianceWeighting", "iterateSingleKernel", "checkConditionNumber",
+    "maxConditionNumber", "conditionNumberType", "singleKernelClipping",
 ]
 STEP_FIELDS = {
     "detect": [
@@ -135,26 +146,48 @@ STEP_FIELDS = {
         "detectionConfig.fpGrowKernelScaling", "detectionConfig.fpGrowPix",
         "detectionConfig.scaleByFwhm", "badMaskPlanes", "sizeCellX", "sizeCellY",
     ],
-    "fit_single_kernels": _BASIS_FIELDS + _RESIDUAL_FIELDS + [
-        "fitForBackground", "constantVarianceWeighting", "iterateSingleKernel",
-        "checkConditionNumber", "maxConditionNumber", "conditionNumberType",
-        "singleKernelClipping", "calculateKernelUncertainty", "useBicForKernelBasis",
-    ],
+    "fit_single_kernels": _BASIS_FIELDS + _SINGLE_FIT_FIELDS + ["fitForBackground"],
     "kernel_sum_clip": ["kernelSumClipping", "maxKsumSigma", "nStarPerCell"],
     "spatial_fit": [
-        "spatialModelType", "spatialKernelOrder", "spatialBgOrder", "nStarPerCell",
-        "conditionNumberType", "maxSpatialConditionNumber", "usePcaForSpatialKernel",
+        "kernelBasisSet", "spatialModelType", "spatialKernelOrder", "spatialBgOrder",
+        "nStarPerCell", "conditionNumberType", "maxSpatialConditionNumber",
+        "usePcaForSpatialKernel", "calculateKernelUncertainty",
     ],
     "assess": _RESIDUAL_FIELDS + ["spatialKernelClipping", "nStarPerCell"],
     "convolve": ["nStarPerCell"],
 }
+# Fields a step reads only under a condition of the resolved config.
+_CONDITIONS = {
+    "al": PSF_MATCH.kernel_basis_set == "alard-lupton",
+    "df": PSF_MATCH.kernel_basis_set == "delta-function",
+    "pca": PSF_MATCH.use_pca_for_spatial_kernel,
+    "bic": PSF_MATCH.kernel_basis_set == "alard-lupton" and PSF_MATCH.use_bic_for_kernel_basis,
+}
+CONDITIONAL_STEP_FIELDS = {
+    "select": {"al": _AL_FIELDS},
+    "fit_single_kernels": {"al": _AL_FIELDS + ["useBicForKernelBasis"], "df": _DF_FIELDS,
+                           "bic": ["nStarPerCell"]},  # BIC voters: the active candidates
+    # the PCA refit repeats the single-kernel fit and the kernel-sum clipping
+    "spatial_fit": {"pca": _SINGLE_FIT_FIELDS + [
+        "subtractMeanForPca", "numPrincipalComponents", "kernelSumClipping", "maxKsumSigma",
+    ]},
+}
+
+
+def step_fields(step):
+    """Every psf_match field `step` reads under the current config."""
+    names = list(STEP_FIELDS[step])
+    for condition, extra in CONDITIONAL_STEP_FIELDS.get(step, {}).items():
+        if _CONDITIONS[condition]:
+            names += [n for n in extra if n not in names]
+    return names
 
 
 def psf_match_fields(step):
     """The part of the psf_match block that `step` reads (nested blocks kept nested)."""
     block = config["psf_match"]
     out = {}
-    for name in STEP_FIELDS[step]:
+    for name in step_fields(step):
         if "." in name:
             outer, inner = name.split(".", 1)
             if inner in block.get(outer, {}):

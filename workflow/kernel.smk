@@ -116,12 +116,14 @@ rule kernel_sum_clip:
 
 
 rule spatial_fit:
-    """Joint spatial kernel and background fit over the active candidates."""
+    """Joint spatial kernel and background fit (PCA basis and refit first, if configured)."""
     input:
         candidates="results/{pair}/iter{iteration}/ksum.parquet",
         kernels=rules.fit_single_kernels.output.kernels,
+        stamps=rules.select.output.stamps,
     output:
         kernel="results/{pair}/iter{iteration}/kernel.fits",
+        candidates="results/{pair}/iter{iteration}/spatial.parquet",
     log:
         "logs/spatial_fit/{pair}.iter{iteration}.log",
     benchmark:
@@ -138,7 +140,7 @@ rule spatial_fit:
 rule assess:
     """Residuals of the spatial model per candidate; reject and promote."""
     input:
-        candidates=rules.spatial_fit.input.candidates,
+        candidates=rules.spatial_fit.output.candidates,
         stamps=rules.select.output.stamps,
         kernel=rules.spatial_fit.output.kernel,
     output:
@@ -161,8 +163,10 @@ rule final_kernel:
     input:
         candidates=final_assessment,
         kernels=rules.fit_single_kernels.output.kernels,
+        stamps=rules.select.output.stamps,
     output:
         kernel="results/{pair}/kernel.fits",
+        candidates="results/{pair}/final/candidates.parquet",
     log:
         "logs/final_kernel/{pair}.log",
     benchmark:
@@ -182,7 +186,7 @@ rule convolve:
         template=rules.warp.output.template,
         science="results/{pair}/input/science.fits",
         kernel=rules.final_kernel.output.kernel,
-        candidates=final_assessment,
+        candidates=rules.final_kernel.output.candidates,
     output:
         difference="results/{pair}/difference.fits",
         metrics="results/{pair}/metrics.json",

@@ -18,7 +18,7 @@ rule qa:
         difference=rules.convolve.output.difference,
         metrics=rules.convolve.output.metrics,
         kernel=rules.final_kernel.output.kernel,
-        candidates=final_assessment,
+        candidates=rules.final_kernel.output.candidates,
         ksum=ksum_tables,
         stamps=rules.select.output.stamps,
     output:

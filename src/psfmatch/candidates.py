@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from psfmatch.fit import CandidateFitError, candidate_residuals, fit_candidate
+from psfmatch.fit import CandidateFitError, candidate_residuals, difference_stamp, fit_candidate
+from psfmatch.regularization import LambdaRule
 from psfmatch.stats import clipped_mean_std
 
 __all__ = [
@@ -39,7 +40,9 @@ class SingleFits:
 
     ``kernels`` (n, k, k), ``coefficients`` (n, n_basis), ``background`` (n,),
     ``kernel_sum`` (n,), ``condition_number`` (n,), ``normal_matrix`` (n, m, m),
-    ``normal_vector`` (n, m), residual ``mean``/``rms``/``npix`` (n,), and the outcome
+    ``normal_vector`` (n, m), ``regularization_lambda`` (n,; 0 without regularization,
+    NaN when not fitted), ``lambda_at_grid_edge`` (n,; a risk-minimising λ on the first or
+    last point of its scan), residual ``mean``/``rms``/``npix`` (n,), and the outcome
     ``good`` (bool, n) with ``reason`` (str, n; "" when good).
     """
 
@@ -50,6 +53,8 @@ class SingleFits:
     condition_number: np.ndarray
     normal_matrix: np.ndarray
     normal_vector: np.ndarray
+    regularization_lambda: np.ndarray
+    lambda_at_grid_edge: np.ndarray
     mean: np.ndarray
     rms: np.ndarray
     npix: np.ndarray
@@ -74,7 +79,7 @@ def fit_single_kernels(
     bad_bits: int,
     core_radius: int | None,
     regularization: np.ndarray | None = None,
-    regularization_lambda: float = 0.0,
+    regularization_lambda: float | LambdaRule = 0.0,
     progress_every: int = 200,
 ) -> SingleFits:
     """``BuildSingleKernelVisitor`` over every candidate (reference §4, §5.2).
@@ -97,6 +102,8 @@ def fit_single_kernels(
         "condition_number": np.full(n, np.nan),
         "normal_matrix": np.zeros((n, m, m)),
         "normal_vector": np.zeros((n, m)),
+        "regularization_lambda": np.full(n, np.nan),
+        "lambda_at_grid_edge": np.zeros(n, dtype=bool),
         **_residual_columns(n),
     }
     for i in range(n):
@@ -121,8 +128,6 @@ def fit_single_kernels(
                 )
                 continue
             if iterate_single_kernel and not constant_variance_weighting:
-                from psfmatch.fit import difference_stamp
-
                 _, diff_var, _ = difference_stamp(t_stamp, s_stamp, sol.kernel, sol.background)
                 half = k // 2
                 refit = weights.copy()
@@ -147,6 +152,8 @@ def fit_single_kernels(
         out["condition_number"][i] = sol.condition_number
         out["normal_matrix"][i] = sol.normal_matrix
         out["normal_vector"][i] = sol.normal_vector
+        out["regularization_lambda"][i] = sol.regularization_lambda
+        out["lambda_at_grid_edge"][i] = sol.lambda_at_grid_edge
         out["mean"][i], out["rms"][i], out["npix"][i] = stats.mean, stats.rms, stats.n_pixels
         reason = _residual_reason(
             stats.mean, stats.rms, single_kernel_clipping, residual_mean_max, residual_std_max

@@ -298,6 +298,10 @@ class PsfMatchConfig(_LsstMapped):
                 f"got {list(self.forward_regularization_orders)}"
             )
             raise ConfigError(msg)
+        if self.use_bic_for_kernel_basis and self.kernel_basis_set == DF:
+            msg = ("useBicForKernelBasis chooses Alard-Lupton degrees; it cannot be used with "
+                   "kernelBasisSet: delta-function")
+            raise ConfigError(msg)
         if not 1 <= self.max_spatial_iterations <= 5:
             msg = f"maxSpatialIterations must be in 1..5, got {self.max_spatial_iterations}"
             raise ConfigError(msg)

@@ -20,6 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from psfmatch.errors import PsfMatchError
+from psfmatch.regularization import LambdaRule
 from psfmatch.stats import ResidualStats, residual_stats
 
 __all__ = [
@@ -55,6 +56,10 @@ class CandidateSolution:
         Of the normal matrix without regularization.
     normal_matrix, normal_vector : ndarray
         ``M`` and ``β`` (background last when fitted), kept for the spatial fit.
+    regularization_lambda : float
+        λ used (0 without regularization).
+    lambda_at_grid_edge : bool
+        A risk-minimising λ fell on the first or last point of the scan.
     """
 
     coefficients: np.ndarray
@@ -64,6 +69,8 @@ class CandidateSolution:
     condition_number: float
     normal_matrix: np.ndarray
     normal_vector: np.ndarray
+    regularization_lambda: float = 0.0
+    lambda_at_grid_edge: bool = False
 
 
 def design_matrix(template: np.ndarray, basis: np.ndarray) -> np.ndarray:
@@ -83,17 +90,27 @@ def design_matrix(template: np.ndarray, basis: np.ndarray) -> np.ndarray:
     k = basis.shape[-1]
     windows = sliding_window_view(np.asarray(template, dtype=np.float64), (k, k))
     ny, nx = windows.shape[:2]
-    return windows.reshape(ny * nx, k * k) @ basis.reshape(basis.shape[0], k * k).T
+    flat = basis.reshape(basis.shape[0], k * k)
+    if flat.shape[0] == k * k and _is_identity(flat):  # delta functions: the windows themselves
+        return windows.reshape(ny * nx, k * k).copy()
+    return windows.reshape(ny * nx, k * k) @ flat.T
 
 
-def condition_number(matrix: np.ndarray, kind: str = "EIGENVALUE") -> float:
+def _is_identity(matrix: np.ndarray) -> bool:
+    return bool(np.all(np.diagonal(matrix) == 1.0) and np.count_nonzero(matrix) == matrix.shape[0])
+
+
+def condition_number(
+    matrix: np.ndarray, kind: str = "EIGENVALUE", *, eigenvalues: np.ndarray | None = None
+) -> float:
     """``λmax/λmin`` of the symmetric eigenvalues, or ``σmax/σmin`` (``"SVD"``).
 
     ``inf`` when the smallest value is 0; for ``EIGENVALUE`` the ratio uses absolute
-    values of the extreme eigenvalues as Eigen does.
+    values of the extreme eigenvalues as Eigen does (``eigenvalues``, if already known,
+    are used instead of a new decomposition).
     """
     if kind == "EIGENVALUE":
-        values = np.abs(np.linalg.eigvalsh(matrix))
+        values = np.abs(np.linalg.eigvalsh(matrix) if eigenvalues is None else eigenvalues)
     elif kind == "SVD":
         values = np.linalg.svd(matrix, compute_uv=False)
     else:
@@ -103,20 +120,24 @@ def condition_number(matrix: np.ndarray, kind: str = "EIGENVALUE") -> float:
     return math.inf if smallest == 0 else float(values.max()) / smallest
 
 
-def solve_normal_equations(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+def solve_normal_equations(
+    matrix: np.ndarray, vector: np.ndarray, *, eigenvalues: np.ndarray | None = None
+) -> np.ndarray:
     """Solve the symmetric system as ip_diffim does (reference §4.4).
 
     A full-rank system (every eigenvalue above ``ε·n·|λ|max``, the rank test of the
     full-pivot LU ip_diffim uses) is solved directly; otherwise the eigen-decomposition
     ``M = R Λ Rᵀ`` is used with every non-zero eigenvalue inverted (zeros stay zero).
+    ``eigenvalues`` of ``matrix``, when already known, save one decomposition.
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     vector = np.asarray(vector, dtype=np.float64)
-    values, vectors = np.linalg.eigh(matrix)
+    values = np.linalg.eigvalsh(matrix) if eigenvalues is None else eigenvalues
     largest = float(np.abs(values).max()) if values.size else 0.0
     tolerance = np.finfo(np.float64).eps * matrix.shape[0] * largest
     if largest > 0 and np.all(np.abs(values) > tolerance):
         return np.linalg.solve(matrix, vector)
+    values, vectors = np.linalg.eigh(matrix)
     inverse = np.zeros_like(values)
     nonzero = values != 0
     inverse[nonzero] = 1.0 / values[nonzero]
@@ -132,7 +153,7 @@ def fit_candidate(
     fit_background: bool,
     constant_variance_weighting: bool = True,
     regularization: np.ndarray | None = None,
-    regularization_lambda: float = 0.0,
+    regularization_lambda: float | LambdaRule = 0.0,
     condition_number_type: str = "EIGENVALUE",
 ) -> CandidateSolution:
     """Weighted least-squares kernel for one candidate (reference §4.2–4.4).
@@ -150,7 +171,9 @@ def fit_candidate(
         Add a constant-background column.
     regularization : ndarray, optional
         ``H`` (``n_basis(+1)`` square); ``(M + λH) a = β`` is solved with
-        ``λ = regularization_lambda``.
+        ``λ = regularization_lambda``, a number or a
+        :class:`~psfmatch.regularization.LambdaRule` evaluated on this candidate's
+        system (reference §3.3). ``M`` and ``β`` are returned without ``λH``.
 
     Raises
     ------
@@ -183,9 +206,22 @@ def fit_candidate(
     weights = 1.0 / v_fit
     matrix = columns.T @ (columns * weights[:, None])
     vector = columns.T @ (s * weights)
-    cond = condition_number(matrix, condition_number_type)
-    system = matrix if regularization is None else matrix + regularization_lambda * regularization
-    solution = solve_normal_equations(system, vector)
+    eigenvalues = np.linalg.eigvalsh(matrix)
+    cond = condition_number(matrix, condition_number_type, eigenvalues=eigenvalues)
+    lam, at_edge = 0.0, False
+    if regularization is not None:
+        if isinstance(regularization_lambda, LambdaRule):
+            choice = regularization_lambda.choose(
+                matrix, vector, regularization,
+                data_norm=float(np.sum(s * s * weights)), n_data=s.size,
+            )
+            lam, at_edge = choice.value, choice.at_grid_edge
+        else:
+            lam = float(regularization_lambda)
+    if regularization is None:
+        solution = solve_normal_equations(matrix, vector, eigenvalues=eigenvalues)
+    else:
+        solution = solve_normal_equations(matrix + lam * regularization, vector)
     if not np.all(np.isfinite(solution)):
         msg = f"unable to determine kernel solution (nan); condition number {cond:.3g}"
         raise CandidateFitError(msg)
@@ -200,6 +236,8 @@ def fit_candidate(
         condition_number=cond,
         normal_matrix=matrix,
         normal_vector=vector,
+        regularization_lambda=lam,
+        lambda_at_grid_edge=at_edge,
     )
 
 

@@ -776,7 +776,8 @@ def write_kernel(path: str | os.PathLike[str], kernel: Any) -> Path:
     the background model ``BGMODEL``/``BGORDER`` (``-1`` = none)); ``BASIS`` (float64
     cube ``n_basis × k × k``); ``COEFFS`` (``n_basis × n_terms``); ``BACKGROUND``
     (``n_bg_terms``); ``METADATA`` (one-row table, the provenance as JSON text: config,
-    basis description, fit health).
+    basis description, fit health); and, when the kernel carries one, ``COVARIANCE``
+    (square, over ``[COEFFS.ravel(), BACKGROUND]``).
     """
     primary = fits.PrimaryHDU()
     header = primary.header
@@ -798,6 +799,9 @@ def write_kernel(path: str | os.PathLike[str], kernel: Any) -> Path:
         fits.ImageHDU(np.asarray(kernel.background_coefficients, dtype=np.float64), name="BACKGROUND"),
         _metadata_hdu(kernel.metadata),
     ]
+    if kernel.covariance is not None:
+        hdus.append(fits.ImageHDU(np.asarray(kernel.covariance, dtype=np.float64),
+                                  name="COVARIANCE"))
     with _atomic_output(path) as tmp:
         fits.HDUList(hdus).writeto(tmp)
     return Path(path)
@@ -834,6 +838,8 @@ def read_kernel(path: str | os.PathLike[str]) -> Any:
         ),
         background_function=bg_func,
         metadata=_read_metadata_hdu(by_name["METADATA"]),
+        covariance=(np.asarray(by_name["COVARIANCE"].data, dtype=np.float64)
+                    if "COVARIANCE" in by_name else None),
     )
 
 

@@ -36,6 +36,10 @@ class SpatialKernel:
     background_function : SpatialFunction or None
     metadata : dict
         Provenance (config, basis description, fit health) stored with the kernel.
+    covariance : ndarray or None
+        Covariance of the parameter vector ``[coefficients.ravel(),
+        background_coefficients]`` (``calculateKernelUncertainty``); ``None`` when not
+        computed.
     """
 
     basis: np.ndarray
@@ -44,6 +48,7 @@ class SpatialKernel:
     background_coefficients: np.ndarray = field(default_factory=lambda: np.zeros(0))
     background_function: SpatialFunction | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    covariance: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         basis = np.asarray(self.basis, dtype=np.float64)
@@ -66,6 +71,13 @@ class SpatialKernel:
                 f"{self.background_function.n_terms}"
             )
             raise ValueError(msg)
+        if self.covariance is not None:
+            cov = np.asarray(self.covariance, dtype=np.float64)
+            n_par = coefficients.size + bg.size
+            if cov.shape != (n_par, n_par):
+                msg = f"covariance has shape {cov.shape}, expected ({n_par}, {n_par})"
+                raise ValueError(msg)
+            object.__setattr__(self, "covariance", cov)
         object.__setattr__(self, "basis", basis)
         object.__setattr__(self, "coefficients", coefficients)
         object.__setattr__(self, "background_coefficients", bg)
@@ -109,6 +121,58 @@ class SpatialKernel:
         if self.background_function is None or self.background_coefficients.size == 0:
             return np.zeros(np.broadcast(np.asarray(x), np.asarray(y)).shape)[()]
         return self.background_function.evaluate(self.background_coefficients, x, y)
+
+    # ------------------------------------------------------------------ uncertainty
+    def _require_covariance(self) -> np.ndarray:
+        if self.covariance is None:
+            msg = ("this kernel carries no covariance; fit it with "
+                   "psf_match.calculateKernelUncertainty: true")
+            raise ValueError(msg)
+        return self.covariance
+
+    def _pixel_jacobian(self, x: float, y: float) -> np.ndarray:
+        """``∂K_{x,y}[p] / ∂c_{i,t} = B_i[p] f_t(x, y)``, shape ``(k², n_basis·n_terms)``."""
+        terms = self.kernel_function.terms(float(x), float(y))
+        flat = self.basis.reshape(self.basis.shape[0], -1)  # (n_basis, k²)
+        return (flat.T[:, :, None] * terms[None, None, :]).reshape(flat.shape[1], -1)
+
+    def image_variance_at(self, x: float, y: float) -> np.ndarray:
+        """Variance of every pixel of :meth:`image_at` ``(x, y)``, shape ``(k, k)``.
+
+        :math:`\\mathrm{Var}\\,K_{x,y}[p] = J_p \\Sigma_{cc} J_p^T` with
+        :math:`J_{p,(i,t)} = B_i[p] f_t(x, y)` and :math:`\\Sigma_{cc}` the kernel block of
+        :attr:`covariance`.
+        """
+        cov = self._require_covariance()
+        n = self.coefficients.size
+        jac = self._pixel_jacobian(x, y)
+        variance = np.einsum("pa,ab,pb->p", jac, cov[:n, :n], jac, optimize=True)
+        return np.clip(variance, 0.0, None).reshape(self.basis.shape[1:])
+
+    def sum_variance_at(self, x: float, y: float) -> float:
+        """Variance of :meth:`sum_at` ``(x, y)``."""
+        cov = self._require_covariance()
+        n = self.coefficients.size
+        grad = self._pixel_jacobian(x, y).sum(axis=0)
+        return max(float(grad @ cov[:n, :n] @ grad), 0.0)
+
+    def background_variance_at(
+        self, x: np.ndarray | float, y: np.ndarray | float
+    ) -> np.ndarray | float:
+        """Variance of :meth:`background_at` at parent pixel(s) ``(x, y)``.
+
+        :math:`p_B^T \\Sigma_{bb} p_B` with :math:`p_B` the background terms at
+        ``(x, y)``; zero when no background was fitted.
+        """
+        cov = self._require_covariance()
+        shape = np.broadcast(np.asarray(x), np.asarray(y)).shape
+        if self.background_function is None or self.background_coefficients.size == 0:
+            return np.zeros(shape)[()]
+        n = self.coefficients.size
+        terms = self.background_function.terms(x, y).reshape(self.background_coefficients.size, -1)
+        block = cov[n:, n:]
+        variance = np.einsum("ai,ab,bi->i", terms, block, terms)
+        return np.clip(variance, 0.0, None).reshape(shape)[()]
 
     def refactored(self) -> np.ndarray:
         """afw's refactoring: ``K'_t = Σ_i c_{i,t} B_i``, shape ``(n_terms, k, k)``.

@@ -138,12 +138,18 @@ class SpatialFit:
     condition_number : float
         Of the spatial normal matrix (``condition_number_type``).
     n_unknowns : int
+    covariance : ndarray or None
+        With ``compute_covariance``: covariance of the parameter vector
+        ``[kernel_coefficients.ravel(), background_coefficients]`` (size
+        ``n_basis·n_kernel_terms + n_bg_terms``), the inverse of the spatial normal
+        matrix mapped to that layout (coefficients held at zero have zero variance).
     """
 
     kernel_coefficients: np.ndarray
     background_coefficients: np.ndarray
     condition_number: float
     n_unknowns: int
+    covariance: np.ndarray | None = None
 
 
 def fit_spatial(
@@ -156,6 +162,7 @@ def fit_spatial(
     background_function: SpatialFunction | None,
     constant_first_term: bool,
     condition_number_type: str = "EIGENVALUE",
+    compute_covariance: bool = False,
 ) -> SpatialFit:
     """Joint spatial solution from the candidates' normal equations (reference §5.5).
 
@@ -174,6 +181,14 @@ def fit_spatial(
     constant_first_term : bool
         Basis 0 gets one constant coefficient (AL, or any PCA basis), so the kernel sum
         is the same everywhere.
+    compute_covariance : bool
+        Also return the covariance of the solution, :math:`M_s^{-1}` (the inverse used
+        by the solve: exact when full rank, else the eigen pseudo-inverse). It is the
+        covariance of the estimate when each candidate's normal equations carry the
+        inverse variances of its residuals as weights (``calculateKernelUncertainty``;
+        declared but never implemented in ip_diffim, reference §4.8). It is
+        conditional on the basis (a PCA basis is itself estimated from the data) and
+        ignores the noise of the template stamps beyond what the weights include.
 
     Returns
     -------
@@ -214,6 +229,18 @@ def fit_spatial(
     if not np.all(np.isfinite(solution)):
         msg = f"unable to determine spatial kernel solution (nan); condition number {cond:.3g}"
         raise SpatialFitError(msg)
+    covariance = None
+    if compute_covariance:
+        inverse = _inverse(matrix)
+        # G maps the unknowns to the parameter vector [coefficients.ravel(), background]
+        layout = np.zeros((n_basis * nkt + nbt, nt))
+        if constant_first_term:
+            layout[0, 0] = 1.0
+            layout[nkt:n_basis * nkt, 1:n_kernel_unknowns] = np.eye(n_kernel_unknowns - 1)
+        else:
+            layout[: n_basis * nkt, :n_kernel_unknowns] = np.eye(n_kernel_unknowns)
+        layout[n_basis * nkt :, n_kernel_unknowns:] = np.eye(nbt)
+        covariance = layout @ inverse @ layout.T
     coefficients = np.zeros((n_basis, nkt))
     if constant_first_term:
         coefficients[0, 0] = solution[0]
@@ -225,6 +252,7 @@ def fit_spatial(
         background_coefficients=solution[n_kernel_unknowns:].copy(),
         condition_number=cond,
         n_unknowns=nt,
+        covariance=covariance,
     )
 
 
@@ -282,6 +310,7 @@ def fit_spatial_reducing_order(
     background_function: SpatialFunction | None,
     constant_first_term: bool,
     condition_number_type: str = "EIGENVALUE",
+    compute_covariance: bool = False,
     max_geometric_condition: float = MAX_GEOMETRIC_CONDITION,
 ) -> ReducedOrderFit:
     """:func:`fit_spatial`, lowering the spatial orders while the system is ill-posed.
@@ -320,7 +349,8 @@ def fit_spatial_reducing_order(
                 fit = fit_spatial(centres, normal_matrices, normal_vectors, n_basis=n_basis,
                                   kernel_function=kf, background_function=bf,
                                   constant_first_term=constant_first_term,
-                                  condition_number_type=condition_number_type)
+                                  condition_number_type=condition_number_type,
+                                  compute_covariance=compute_covariance)
                 record["condition_number"] = fit.condition_number
             except SpatialFitError as exc:
                 record["refused"] = str(exc)
@@ -336,3 +366,17 @@ def fit_spatial_reducing_order(
         kf = SpatialFunction(max(kf.order - 1, 0), kf.model_type, kf.bbox)
         if bf is not None:
             bf = SpatialFunction(max(bf.order - 1, 0), bf.model_type, bf.bbox)
+
+
+def _inverse(matrix: np.ndarray) -> np.ndarray:
+    """Inverse consistent with :func:`~psfmatch.fit.solve_normal_equations`."""
+    values, vectors = np.linalg.eigh(matrix)
+    largest = float(np.abs(values).max()) if values.size else 0.0
+    tolerance = np.finfo(np.float64).eps * matrix.shape[0] * largest
+    if largest > 0 and np.all(np.abs(values) > tolerance):
+        inverse = np.linalg.inv(matrix)
+        return 0.5 * (inverse + inverse.T)
+    inv_values = np.zeros_like(values)
+    nonzero = values != 0
+    inv_values[nonzero] = 1.0 / values[nonzero]
+    return (vectors * inv_values) @ vectors.T

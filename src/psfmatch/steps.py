@@ -187,37 +187,11 @@ def flag_unusable_variance(exposure, label: str):
 # Candidate tables carry every candidate with status GOOD/BAD, the stage that rejected
 # it (select, single, ksum, spatial), the iteration and the reason.
 
-_UNSUPPORTED = {
-    "kernel_basis_set": ("delta-function", "kernelBasisSet: delta-function"),
-    "use_pca_for_spatial_kernel": (True, "usePcaForSpatialKernel: true"),
-    "use_bic_for_kernel_basis": (True, "useBicForKernelBasis: true"),
-    "calculate_kernel_uncertainty": (True, "calculateKernelUncertainty: true"),
-}
-
-
 def _config(psf_match: Mapping[str, Any]):
-    """PsfMatchConfig from the subset of LSST-named fields a step receives.
-
-    Options this release does not implement yet raise :class:`ConfigError` naming the
-    field, rather than being silently ignored.
-    """
-    from psfmatch.config import PsfMatchConfig
-    from psfmatch.errors import ConfigError
-
-    cfg = PsfMatchConfig.from_lsst(psf_match)
-    given = _lsst_attrs(psf_match)
-    for attr, (bad_value, text) in _UNSUPPORTED.items():
-        if attr in given and getattr(cfg, attr) == bad_value:
-            msg = f"psf_match.{text} is not supported yet (delta-function/PCA/BIC/uncertainty work is pending)"
-            raise ConfigError(msg)
-    return cfg
-
-
-def _lsst_attrs(psf_match: Mapping[str, Any]) -> set[str]:
+    """PsfMatchConfig from the subset of LSST-named fields a step receives."""
     from psfmatch.config import PsfMatchConfig
 
-    names = PsfMatchConfig.lsst_names()
-    return {names[k] for k in psf_match if k in names}
+    return PsfMatchConfig.from_lsst(psf_match)
 
 
 def warp(
@@ -327,9 +301,15 @@ def detect(
 
 
 def _basis_choice(cfg, psf: Mapping[str, Any]):
-    """AL sigmas/degrees/kernel size from the config and the measured FWHMs (§2.2)."""
-    from psfmatch.basis import choose_alard_lupton
+    """AL sigmas/degrees/kernel size from the config and the measured FWHMs (§2.2).
 
+    A delta-function basis has ``kernelSize`` pixels whatever the FWHMs (§3.1).
+    """
+    from psfmatch.basis import AlardLuptonChoice, choose_alard_lupton
+    from psfmatch.config import DF
+
+    if cfg.kernel_basis_set == DF:
+        return AlardLuptonChoice((), (), cfg.kernel_size, "delta-function")
     return choose_alard_lupton(
         kernel_size=cfg.kernel_size,
         sigmas=cfg.alard_sig_gauss,
@@ -474,37 +454,48 @@ def fit_single_kernels(
     psf_match: Mapping[str, Any],
     label: str,
 ) -> None:
-    """Per-candidate AL fits with residual clipping (reference §2, §4, §5.2)."""
-    from psfmatch.basis import alard_lupton_basis
+    """Per-candidate fits with residual clipping (reference §2–§4, §5.2, §5.9).
+
+    Basis: Alard–Lupton (degrees chosen by BIC votes of the active candidates when
+    ``useBicForKernelBasis``) or delta functions, regularized by ``λH`` when
+    ``useRegularization`` (λ per candidate from ``lambdaType``; written to the table's
+    ``lambda`` column).
+    """
     from psfmatch.candidates import fit_single_kernels as fit_all
+    from psfmatch.config import DF
 
     cfg = _config(psf_match)
     choice = _basis_choice(cfg, io.read_json(psf_path))
-    basis = alard_lupton_basis(
-        half_width=choice.kernel_size // 2, sigmas=choice.sigmas, degrees=choice.degrees
-    )
     selected = io.read_table(candidates_path)
     table = dict(selected.columns)
     t_stamps, s_stamps, ids, meta = _load_stamps(stamps_path)
-    logger.info("%s: fitting %d candidates with %d AL basis kernels of %d px (%s)",
-                label, len(ids), basis.shape[0], choice.kernel_size, choice.mode)
-    fits = fit_all(
-        t_stamps, s_stamps, basis,
-        fit_background=cfg.fit_for_background,
-        constant_variance_weighting=cfg.constant_variance_weighting,
-        iterate_single_kernel=cfg.iterate_single_kernel,
-        check_condition_number=cfg.check_condition_number,
-        max_condition_number=cfg.max_condition_number,
-        condition_number_type=cfg.condition_number_type,
-        single_kernel_clipping=cfg.single_kernel_clipping,
-        residual_mean_max=cfg.candidate_residual_mean_max,
-        residual_std_max=cfg.candidate_residual_std_max,
-        bad_bits=_bad_bits(meta, cfg.bad_mask_planes),
-        core_radius=cfg.candidate_core_radius if cfg.use_core_stats else None,
-    )
+    bad_bits = _bad_bits(meta, cfg.bad_mask_planes)
+    fit_options = {
+        "fit_background": cfg.fit_for_background,
+        "constant_variance_weighting": cfg.constant_variance_weighting,
+        "iterate_single_kernel": cfg.iterate_single_kernel,
+        "check_condition_number": cfg.check_condition_number,
+        "max_condition_number": cfg.max_condition_number,
+        "condition_number_type": cfg.condition_number_type,
+        "single_kernel_clipping": cfg.single_kernel_clipping,
+        "residual_mean_max": cfg.candidate_residual_mean_max,
+        "residual_std_max": cfg.candidate_residual_std_max,
+        "bad_bits": bad_bits,
+        "core_radius": cfg.candidate_core_radius if cfg.use_core_stats else None,
+    }
     n = len(table["id"])
     row = {int(i): r for r, i in enumerate(table["id"])}
     index = np.array([row[int(i)] for i in ids], dtype=np.int64)
+    if cfg.kernel_basis_set == DF:
+        basis, basis_meta, regularization = _delta_function_setup(cfg, choice.kernel_size)
+        fit_options.update(regularization)
+    else:
+        basis, basis_meta = _alard_lupton_setup(cfg, choice, table, index, t_stamps, s_stamps,
+                                                fit_options, label)
+    logger.info("%s: fitting %d candidates with %d %s basis kernels of %d px (%s)",
+                label, len(ids), basis.shape[0], basis_meta["type"], choice.kernel_size,
+                choice.mode)
+    fits = fit_all(t_stamps, s_stamps, basis, **fit_options)
     out = dict(table)
     out["status"] = np.full(n, "BAD", dtype=object)
     out["stage"] = np.where(table["status"] == "OK", "", "select").astype(object)
@@ -512,6 +503,7 @@ def fit_single_kernels(
     out["reason"] = np.asarray(table["reason"], dtype=object).copy()
     for name, values in (("kernel_sum", fits.kernel_sum), ("background", fits.background),
                          ("condition_number", fits.condition_number),
+                         ("lambda", fits.regularization_lambda),
                          ("single_mean", fits.mean), ("single_rms", fits.rms)):
         column = np.full(n, np.nan)
         column[index] = values
@@ -521,16 +513,22 @@ def fit_single_kernels(
     out["reason"][index] = fits.reason
     counts = {**selected.metadata.get("counts", {}),
               "single_good": int(fits.good.sum())}
+    if regularization := basis_meta.get("regularization"):
+        lam = fits.regularization_lambda[fits.good]
+        regularization["lambda_median"] = float(np.median(lam)) if lam.size else None
+        regularization["n_lambda_at_scan_edge"] = int(fits.lambda_at_grid_edge[fits.good].sum())
+        if regularization["n_lambda_at_scan_edge"]:
+            logger.warning("%s: %d good candidates have their risk-minimising lambda at an end of "
+                           "the scan lambdaMin..lambdaMax (%s..%s); widen the scan", label,
+                           regularization["n_lambda_at_scan_edge"], cfg.lambda_min, cfg.lambda_max)
+        logger.info("%s: regularization %s", label, regularization)
     logger.info("%s: single-kernel fits %s", label, counts)
     io.write_arrays(
         output_kernels,
         {"BASIS": basis, "KERNELS": fits.kernels, "NORMAL_MATRIX": fits.normal_matrix,
          "NORMAL_VECTOR": fits.normal_vector, "IDS": ids},
-        metadata={"basis": {"type": "alard-lupton", "sigmas": choice.sigmas,
-                            "degrees": choice.degrees, "kernel_size": choice.kernel_size,
-                            "mode": choice.mode},
-                  "fit_background": cfg.fit_for_background, "region": meta["region"],
-                  "psf_match": dict(psf_match)},
+        metadata={"basis": basis_meta, "fit_background": cfg.fit_for_background,
+                  "region": meta["region"], "psf_match": dict(psf_match)},
     )
     io.write_table(output_candidates, out, units={"x": "pixel", "y": "pixel"},
                    metadata={"step": "fit_single_kernels", "counts": counts,
@@ -539,6 +537,70 @@ def fit_single_kernels(
         from psfmatch.errors import InsufficientCandidatesError
 
         raise InsufficientCandidatesError(f"{label}: no candidate has a good single-kernel fit", counts)
+
+
+def _delta_function_setup(cfg, kernel_size: int):
+    """DF basis, its description, and the regularization options of the fits (§3)."""
+    from psfmatch.basis import delta_function_basis
+    from psfmatch.regularization import LambdaRule, regularization_matrix
+
+    basis = delta_function_basis(kernel_size)
+    meta: dict[str, Any] = {"type": "delta-function", "kernel_size": kernel_size}
+    if not cfg.use_regularization:
+        return basis, meta, {}
+    h = regularization_matrix(
+        kernel_size,
+        regularization_type=cfg.regularization_type,
+        stencil=cfg.central_regularization_stencil,
+        orders=cfg.forward_regularization_orders,
+        border_penalty=cfg.regularization_border_penalty,
+        fit_background=cfg.fit_for_background,
+    )
+    rule = LambdaRule(
+        lambda_type=cfg.lambda_type, value=cfg.lambda_value, scaling=cfg.lambda_scaling,
+        step_type=cfg.lambda_step_type, minimum=cfg.lambda_min, maximum=cfg.lambda_max,
+        step=cfg.lambda_step,
+    )
+    meta["regularization"] = {
+        "type": cfg.regularization_type,
+        "stencil": cfg.central_regularization_stencil,
+        "orders": list(cfg.forward_regularization_orders),
+        "border_penalty": cfg.regularization_border_penalty,
+        "lambda_type": cfg.lambda_type,
+    }
+    return basis, meta, {"regularization": h, "regularization_lambda": rule}
+
+
+def _alard_lupton_setup(cfg, choice, table, index, t_stamps, s_stamps, fit_options, label):
+    """AL basis (degrees by BIC votes if configured) and its description (§2, §5.9)."""
+    from psfmatch.basis import alard_lupton_basis
+    from psfmatch.bic import choose_degrees_by_bic
+    from psfmatch.candidates import active_set
+    from psfmatch.errors import InsufficientCandidatesError
+
+    degrees = choice.degrees
+    meta: dict[str, Any] = {"type": "alard-lupton", "sigmas": choice.sigmas,
+                            "kernel_size": choice.kernel_size, "mode": choice.mode}
+    if cfg.use_bic_for_kernel_basis:
+        # voters: the active set of the selected candidates (top nStarPerCell per cell)
+        voters = active_set(table["cell"][index], table["rank"][index],
+                            np.ones(index.size, dtype=bool), cfg.n_star_per_cell)
+        pick = lambda stamps: tuple(a[voters] for a in stamps)  # noqa: E731
+        try:
+            bic = choose_degrees_by_bic(
+                pick(t_stamps), pick(s_stamps), sigmas=choice.sigmas,
+                max_degrees=choice.degrees, half_width=choice.kernel_size // 2,
+                **fit_options,
+            )
+        except ValueError as err:
+            raise InsufficientCandidatesError(f"{label}: {err}") from err
+        logger.info("%s: BIC degrees %s (votes %s)", label, bic.degrees, bic.votes)
+        degrees = bic.degrees
+        meta["bic"] = {**bic.to_dict(), "max_degrees": list(choice.degrees)}
+    meta["degrees"] = degrees
+    basis = alard_lupton_basis(half_width=choice.kernel_size // 2, sigmas=choice.sigmas,
+                               degrees=degrees)
+    return basis, meta
 
 
 def kernel_sum_clip(
@@ -581,26 +643,46 @@ def spatial_fit(
     *,
     candidates_path: str,
     kernels_path: str,
+    stamps_path: str,
     output_kernel: str,
+    output_candidates: str,
     psf_match: Mapping[str, Any],
     iteration: int | str,
     label: str,
 ) -> None:
-    """Joint spatial kernel + background fit over the active candidates (reference §5.5)."""
+    """Joint spatial kernel + background fit over the active candidates (reference §5.4, §5.5).
+
+    With ``usePcaForSpatialKernel`` the active candidates' kernels are first reduced to
+    a PCA basis and refitted with it (no regularization); candidates that fail the
+    refit's residual clipping are rejected (stage ``pca``), the kernel sums re-clipped
+    and the PCA redone, until a refit rejects nothing (ip_diffim's ``_solve`` restarts
+    its loop on a PCA rejection, §5.7). The candidate table, with those rejections, is
+    written to ``output_candidates``. With ``calculateKernelUncertainty`` the kernel
+    carries the covariance of its coefficients (``kernel.fits`` ``COVARIANCE``).
+    """
     from psfmatch.candidates import active_set
+    from psfmatch.config import AL
     from psfmatch.errors import InsufficientCandidatesError
     from psfmatch.kernel import SpatialKernel
     from psfmatch.spatial import SpatialFunction, fit_spatial_reducing_order
 
     cfg = _config(psf_match)
     data = io.read_table(candidates_path)
-    table = data.columns
-    arrays, kmeta = io.read_arrays(kernels_path, ("BASIS", "NORMAL_MATRIX", "NORMAL_VECTOR", "IDS"))
+    table = {k: np.array(v, copy=True) for k, v in data.columns.items()}
+    arrays, kmeta = io.read_arrays(
+        kernels_path, ("BASIS", "KERNELS", "NORMAL_MATRIX", "NORMAL_VECTOR", "IDS"))
+    position = {int(i): p for p, i in enumerate(arrays["IDS"])}
+    counts = data.metadata.get("counts")
+    basis = np.asarray(arrays["BASIS"], dtype=np.float64)
+    basis_meta = kmeta["basis"]
+    normal_matrix, normal_vector = arrays["NORMAL_MATRIX"], arrays["NORMAL_VECTOR"]
+    if cfg.use_pca_for_spatial_kernel:
+        table, basis, normal_matrix, normal_vector, position, basis_meta = _pca_refit(
+            cfg, table, arrays, kmeta, stamps_path, iteration, label, counts)
     active = active_set(table["cell"], table["rank"], table["status"] == "GOOD", cfg.n_star_per_cell)
     if not active.any():
         raise InsufficientCandidatesError(f"{label}: no active candidate for the spatial fit",
-                                          data.metadata.get("counts"))
-    position = {int(i): p for p, i in enumerate(arrays["IDS"])}
+                                          counts)
     rows = np.array([position[int(i)] for i in table["id"][active]], dtype=np.int64)
     bbox = tuple(int(v) for v in kmeta["region"])
     kernel_function = SpatialFunction(cfg.spatial_kernel_order, cfg.spatial_model_type, bbox)
@@ -608,16 +690,16 @@ def spatial_fit(
         SpatialFunction(cfg.spatial_bg_order, cfg.spatial_model_type, bbox)
         if kmeta["fit_background"] else None
     )
-    basis = np.asarray(arrays["BASIS"], dtype=np.float64)
     try:
         solved = fit_spatial_reducing_order(
             list(zip(table["x"][active], table["y"][active], strict=True)),
-            arrays["NORMAL_MATRIX"][rows], arrays["NORMAL_VECTOR"][rows],
+            normal_matrix[rows], normal_vector[rows],
             n_basis=basis.shape[0],
             kernel_function=kernel_function,
             background_function=bg_function,
-            constant_first_term=True,
+            constant_first_term=kmeta["basis"]["type"] == AL or cfg.use_pca_for_spatial_kernel,
             condition_number_type=cfg.condition_number_type,
+            compute_covariance=cfg.calculate_kernel_uncertainty,
         )
     except PsfMatchError as err:
         raise type(err)(f"{label}: {err} ({int(active.sum())} candidates)") from err
@@ -638,16 +720,103 @@ def spatial_fit(
         kernel_function=kernel_function,
         background_coefficients=fit.background_coefficients if bg_function else np.zeros(0),
         background_function=bg_function,
-        metadata={"basis": kmeta["basis"], "iteration": iteration,
+        covariance=fit.covariance,
+        metadata={"basis": basis_meta, "iteration": iteration,
                   "n_candidates": int(active.sum()), "n_unknowns": fit.n_unknowns,
                   "condition_number": fit.condition_number,
                   "spatial_order_attempts": solved.attempts,
                   "config": {"fit_single_kernels": kmeta.get("psf_match", {}),
                              "spatial_fit": dict(psf_match)}},
     )
-    logger.info("%s: spatial fit (iteration %s) on %d candidates, %d unknowns, condition %.3g, kernel sum %.5f",
-                label, iteration, int(active.sum()), fit.n_unknowns, fit.condition_number, kernel.kernel_sum)
+    logger.info("%s: spatial fit (iteration %s) on %d candidates, %d unknowns, condition %.3g, "
+                "kernel sum %.5f", label, iteration, int(active.sum()), fit.n_unknowns,
+                fit.condition_number, kernel.kernel_sum)
     io.write_kernel(output_kernel, kernel)
+    io.write_table(output_candidates, table, units={"x": "pixel", "y": "pixel"},
+                   metadata={**data.metadata, "step": "spatial_fit", "iteration": iteration,
+                             "psf_match": dict(psf_match)})
+
+
+def _pca_refit(cfg, table, arrays, kmeta, stamps_path, iteration, label, counts):
+    """PCA basis of the active kernels and the refit loop of :func:`spatial_fit`."""
+    from psfmatch.candidates import active_set, clip_kernel_sums, fit_single_kernels, reject
+    from psfmatch.errors import InsufficientCandidatesError
+    from psfmatch.pca import pca_basis
+
+    t_stamps, s_stamps, ids, meta = _load_stamps(stamps_path)
+    stamp_row = {int(i): p for p, i in enumerate(ids)}
+    kernel_row = {int(i): p for p, i in enumerate(arrays["IDS"])}
+    n_pass = 0
+    while True:
+        n_pass += 1
+        active = active_set(table["cell"], table["rank"], table["status"] == "GOOD",
+                            cfg.n_star_per_cell)
+        act = np.flatnonzero(active)
+        if act.size == 0:
+            raise InsufficientCandidatesError(f"{label}: no active candidate for the PCA basis",
+                                              counts)
+        act_ids = [int(table["id"][r]) for r in act]
+        try:
+            pca = pca_basis(arrays["KERNELS"][[kernel_row[i] for i in act_ids]],
+                            subtract_mean=cfg.subtract_mean_for_pca,
+                            n_components=cfg.num_principal_components)
+        except ValueError as err:
+            raise InsufficientCandidatesError(f"{label}: {err}", counts) from err
+        srows = np.array([stamp_row[i] for i in act_ids], dtype=np.int64)
+        fits = fit_single_kernels(
+            tuple(a[srows] for a in t_stamps), tuple(a[srows] for a in s_stamps), pca.basis,
+            fit_background=kmeta["fit_background"],
+            constant_variance_weighting=cfg.constant_variance_weighting,
+            iterate_single_kernel=cfg.iterate_single_kernel,
+            check_condition_number=cfg.check_condition_number,
+            max_condition_number=cfg.max_condition_number,
+            condition_number_type=cfg.condition_number_type,
+            single_kernel_clipping=cfg.single_kernel_clipping,
+            residual_mean_max=cfg.candidate_residual_mean_max,
+            residual_std_max=cfg.candidate_residual_std_max,
+            bad_bits=_bad_bits(meta, cfg.bad_mask_planes),
+            core_radius=cfg.candidate_core_radius if cfg.use_core_stats else None,
+        )
+        logger.info("%s: PCA pass %d: %d kernels, %d components (%.4f of the variance), "
+                    "%d refits rejected",
+                    label, n_pass, pca.n_kernels, pca.basis.shape[0], pca.explained_fraction,
+                    int((~fits.good).sum()))
+        if fits.good.all():
+            break
+        bad = np.zeros(len(table["id"]), dtype=bool)
+        bad[act[~fits.good]] = True
+        reasons = np.full(len(table["id"]), "", dtype=object)
+        reasons[act] = [f"PCA refit: {r}" for r in fits.reason]
+        table = reject(table, bad, stage="pca", iteration=_iteration_number(iteration),
+                       reasons=reasons)
+        try:
+            rejected, passes = clip_kernel_sums(
+                table["kernel_sum"], table["cell"], table["rank"], table["status"] == "GOOD",
+                n_star_per_cell=cfg.n_star_per_cell, max_ksum_sigma=cfg.max_ksum_sigma,
+                clipping=cfg.kernel_sum_clipping)
+        except PsfMatchError as err:
+            raise InsufficientCandidatesError(f"{label}: {err}", counts) from err
+        if rejected.any():
+            last = passes[-1]
+            reason = f"|ksum - {last['mean']:.5g}| > {cfg.max_ksum_sigma} x {last['std']:.3g}"
+            table = reject(table, rejected, stage="ksum", iteration=_iteration_number(iteration),
+                           reasons=reason)
+    position = {i: p for p, i in enumerate(act_ids)}
+    basis_meta = {
+        "type": "pca",
+        "n_components": int(pca.basis.shape[0]),
+        "subtract_mean": cfg.subtract_mean_for_pca,
+        "n_kernels": pca.n_kernels,
+        "explained_fraction": pca.explained_fraction,
+        "eigenvalues": [float(v) for v in pca.eigenvalues[:10]],
+        "fitting_basis": kmeta["basis"],
+    }
+    return table, pca.basis, fits.normal_matrix, fits.normal_vector, position, basis_meta
+
+
+def _iteration_number(iteration: int | str) -> int:
+    """Iteration recorded with a rejection (the final fit counts as -1)."""
+    return int(iteration) if str(iteration).lstrip("-").isdigit() else -1
 
 
 def assess(
@@ -773,7 +942,7 @@ def _metrics(difference, kernel, table, cfg) -> dict[str, Any]:
     else:
         verdict = "well constrained"
     rejected: dict[str, dict[str, int]] = {}
-    for st in ("select", "single", "ksum", "spatial"):
+    for st in ("select", "single", "ksum", "pca", "spatial"):
         reasons = columns["reason"][stage == st]
         summary: dict[str, int] = {}
         for reason in reasons:
@@ -786,6 +955,7 @@ def _metrics(difference, kernel, table, cfg) -> dict[str, Any]:
     z = z[usable & np.isfinite(z)]
     clip_mean, clip_std = clipped_mean_std(z) if z.size else (float("nan"), float("nan"))
     active = active_set(columns["cell"], columns["rank"], status == "GOOD", cfg.n_star_per_cell)
+    basis = kernel.metadata.get("basis") or {}
     return {
         "kernel_sum": kernel.kernel_sum,
         "kernel_size": kernel.kernel_size,
@@ -816,7 +986,22 @@ def _metrics(difference, kernel, table, cfg) -> dict[str, Any]:
             "masked_fraction": float(1.0 - usable.mean()),
             "statistic": "difference / sqrt(variance) over pixels without " + ",".join(STATS_BAD_PLANES),
         },
-        "basis": kernel.metadata.get("basis"),
+        "basis": basis,
+        "bic": (basis.get("fitting_basis", basis) or {}).get("bic"),
+        "regularization": (basis.get("fitting_basis", basis) or {}).get("regularization"),
+        "uncertainty": _uncertainty_summary(kernel),
+    }
+
+
+def _uncertainty_summary(kernel) -> dict[str, float] | None:
+    """1σ of the kernel sum and background at the bbox centre, if the kernel has a covariance."""
+    if kernel.covariance is None:
+        return None
+    x, y = kernel.centre
+    return {
+        "kernel_sum_sigma": float(np.sqrt(kernel.sum_variance_at(x, y))),
+        "background_sigma_at_centre": float(np.sqrt(kernel.background_variance_at(x, y))),
+        "kernel_pixel_sigma_max_at_centre": float(np.sqrt(kernel.image_variance_at(x, y).max())),
     }
 
 

@@ -21,7 +21,12 @@ exactly
     B_j = s\\, \\frac{G(\\sigma_j, \\delta)}{\\sum G(\\sigma_j, \\delta)}, \\quad
     w_{1,2} = \\tfrac12 (1 \\mp m), \\quad m = a u + c v,\\; |a| + |c| = 1,
 
-with point-sampled Gaussians :math:`G` centred on ``kernel_shift`` :math:`\\delta`,
+with point-sampled Gaussians :math:`G` centred on ``kernel_shift`` :math:`\\delta`
+(with a ``tracking_jump`` :math:`(\\Delta, f)`, each :math:`G(\\sigma_j, \\delta)` becomes
+:math:`(1-f)\\,G(\\sigma_j, \\delta) + f\\,G(\\sigma_j, \\delta + \\Delta)`, as from a
+science exposure whose pointing jumped by :math:`\\Delta` for a fraction :math:`f` of the
+time: two peaks, or a peak and a shoulder when :math:`|\\Delta| \\lesssim 2.5\\sigma_j`, in
+either case outside the span of an Alard–Lupton basis),
 :math:`\\sigma_{1,2}^2 = \\sigma_K^2 (1 \\mp d)`, :math:`\\sigma_K^2 = \\sigma_S^2 -
 \\sigma_T^2`, so the kernel's second moment is :math:`\\sigma_K^2 (1 + d m)` and its sum is
 :math:`s` everywhere. ``d`` is chosen so that :math:`(\\sigma_{\\max} - \\sigma_{\\min}) /
@@ -83,6 +88,9 @@ class SimulationParams:
         Direction (deg from +x) of the kernel-width gradient; 0 < angle < 90 mixes x and y.
     kernel_shift : (float, float)
         Kernel centroid offset ``(dx, dy)`` in px (stars move by minus this).
+    tracking_jump : (float, float, float)
+        ``(dx, dy, fraction)``: a second kernel peak offset by ``(dx, dy)`` px from the
+        first carrying ``fraction`` of the flux (0 = none; fraction in [0, 1)).
     photometric_scale : float
         Kernel sum: science flux / template flux.
     background : (float, float, float)
@@ -141,6 +149,7 @@ class SimulationParams:
     kernel_width_gradient: float = 0.15
     kernel_gradient_angle: float = 30.0
     kernel_shift: tuple[float, float] = (0.0, 0.0)
+    tracking_jump: tuple[float, float, float] = (0.0, 0.0, 0.0)
     photometric_scale: float = 1.1
     background: tuple[float, float, float] = (5.0, 2.0, -1.5)
     sky_template: float = 100.0
@@ -168,8 +177,8 @@ class SimulationParams:
     xy0: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:  # noqa: C901 - a flat list of checks
-        tuples = {"shape": 2, "kernel_shift": 2, "background": 3, "galaxy_sigma_range": 2,
-                  "cosmic_ray_flux_range": 2, "transient_flux_range": 2,
+        tuples = {"shape": 2, "kernel_shift": 2, "tracking_jump": 3, "background": 3,
+                  "galaxy_sigma_range": 2, "cosmic_ray_flux_range": 2, "transient_flux_range": 2,
                   "template_offset": 3, "sky_centre": 2, "xy0": 2}
         for name, n in tuples.items():
             value = getattr(self, name)
@@ -211,7 +220,11 @@ class SimulationParams:
                   f"> template_fwhm = {self.template_fwhm} (the kernel convolves the template)")
         if self.kernel_width_gradient >= 1.0:
             _fail("kernel_width_gradient", self.kernel_width_gradient, "< 1")
-        sig_max = 5.0 * kernel_sigmas(self)[1] + max(map(abs, self.kernel_shift))
+        if not 0.0 <= self.tracking_jump[2] < 1.0:
+            _fail("tracking_jump", self.tracking_jump, "(dx, dy, fraction) with 0 <= fraction < 1")
+        jump = self.tracking_jump[:2] if self.tracking_jump[2] > 0 else (0.0, 0.0)
+        sig_max = 5.0 * kernel_sigmas(self)[1] + max(
+            abs(s) + max(0.0, abs(j)) for s, j in zip(self.kernel_shift, jump, strict=True))
         if sig_max > self.kernel_size // 2:
             _fail("kernel_size", self.kernel_size,
                   f"large enough for the kernel (need half-width >= {sig_max:.1f} px)")
@@ -265,6 +278,7 @@ class TruthKernel:
     centre: tuple[float, float]
     half_extent: tuple[float, float]
     direction: tuple[float, float]
+    jump: tuple[float, float, float] = (0.0, 0.0, 0.0)
     basis: tuple[np.ndarray, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -272,11 +286,21 @@ class TruthKernel:
         off = np.arange(self.kernel_size, dtype=np.float64) - c
         basis = []
         for sig in self.sigmas:
-            gx = np.exp(-0.5 * ((off - self.shift[0]) / sig) ** 2)
-            gy = np.exp(-0.5 * ((off - self.shift[1]) / sig) ** 2)
-            b = np.outer(gy, gx)
+            b = np.zeros((self.kernel_size, self.kernel_size))
+            for weight, dx, dy in self.peaks():
+                gx = np.exp(-0.5 * ((off - self.shift[0] - dx) / sig) ** 2)
+                gy = np.exp(-0.5 * ((off - self.shift[1] - dy) / sig) ** 2)
+                g = np.outer(gy, gx)
+                b += weight * g / g.sum()
             basis.append(self.scale * b / b.sum())
         object.__setattr__(self, "basis", tuple(basis))
+
+    def peaks(self) -> list[tuple[float, float, float]]:
+        """``(flux fraction, dx, dy)`` of each kernel peak relative to ``shift``."""
+        dx, dy, fraction = self.jump
+        if fraction == 0:
+            return [(1.0, 0.0, 0.0)]
+        return [(1.0 - fraction, 0.0, 0.0), (fraction, dx, dy)]
 
     @classmethod
     def from_params(cls, params: SimulationParams) -> TruthKernel:
@@ -289,7 +313,8 @@ class TruthKernel:
         return cls(kernel_size=params.kernel_size, sigmas=kernel_sigmas(params),
                    scale=float(params.photometric_scale), shift=params.kernel_shift,
                    centre=(x0 + (nx - 1) / 2.0, y0 + (ny - 1) / 2.0),
-                   half_extent=((nx - 1) / 2.0, (ny - 1) / 2.0), direction=(a / norm, c / norm))
+                   half_extent=((nx - 1) / 2.0, (ny - 1) / 2.0), direction=(a / norm, c / norm),
+                   jump=params.tracking_jump)
 
     def mix_at(self, x: Any, y: Any) -> np.ndarray:
         """Mixing coordinate :math:`m = a u + c v` (in [-1, 1] over the science frame)."""
@@ -329,7 +354,8 @@ class TruthKernel:
                 "shift": [float(s) for s in self.shift],
                 "centre": [float(s) for s in self.centre],
                 "half_extent": [float(s) for s in self.half_extent],
-                "direction": [float(s) for s in self.direction]}
+                "direction": [float(s) for s in self.direction],
+                "jump": [float(s) for s in self.jump]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TruthKernel:
@@ -338,7 +364,8 @@ class TruthKernel:
         return cls(kernel_size=int(kw["kernel_size"]), sigmas=tuple(kw["sigmas"]),
                    scale=float(kw["scale"]), shift=tuple(kw["shift"]),
                    centre=tuple(kw["centre"]), half_extent=tuple(kw["half_extent"]),
-                   direction=tuple(kw["direction"]))
+                   direction=tuple(kw["direction"]),
+                   jump=tuple(kw.get("jump", (0.0, 0.0, 0.0))))
 
 
 def science_psf_fwhm_at(params: SimulationParams, x: Any, y: Any) -> np.ndarray:
@@ -426,25 +453,31 @@ class SimulatedPsf:
     kernel: TruthKernel | None = None
     size: int = 31
 
-    def _components(self, x: float, y: float) -> tuple[np.ndarray, np.ndarray]:
+    def _components(self, x: float, y: float) -> tuple[np.ndarray, ...]:
+        """Weights, sigmas and offsets ``(dx, dy)`` of the Gaussian components."""
         if self.kernel is None:
-            return np.array([1.0]), np.array([self.sigma_template])
+            return np.array([1.0]), np.array([self.sigma_template]), np.zeros(1), np.zeros(1)
         w = self.kernel.weights_at(x, y)
-        return w, np.sqrt(self.sigma_template**2 + np.asarray(self.kernel.sigmas) ** 2)
+        s = np.sqrt(self.sigma_template**2 + np.asarray(self.kernel.sigmas) ** 2)
+        parts = [(wj * f, sj, -dx, -dy) for f, dx, dy in self.kernel.peaks()
+                 for wj, sj in zip(w, s, strict=True)]
+        return tuple(np.array(col, dtype=np.float64) for col in zip(*parts, strict=True))
 
     @property
     def fwhm(self) -> float:
-        """Second-moment FWHM at the image centre (px)."""
+        """Second-moment FWHM at the image centre (px), about the PSF centroid."""
         c = self.kernel.centre if self.kernel else (0.0, 0.0)
-        w, s = self._components(*c)
-        return float(SIGMA_TO_FWHM * np.sqrt(np.sum(w * s**2)))
+        w, s, dx, dy = self._components(*c)
+        mx, my = np.sum(w * dx), np.sum(w * dy)
+        second = np.sum(w * (s**2 + 0.5 * ((dx - mx) ** 2 + (dy - my) ** 2)))
+        return float(SIGMA_TO_FWHM * np.sqrt(second))
 
     def image_at(self, x: float, y: float) -> np.ndarray:
-        """Unit-sum ``size x size`` image centred on the stamp centre."""
+        """Unit-sum ``size x size`` image (main peak on the stamp centre)."""
         img = np.zeros((self.size, self.size))
-        w, s = self._components(x, y)
+        w, s, dx, dy = self._components(x, y)
         c = self.size // 2
-        render_gaussians(img, c, c, w, s)
+        render_gaussians(img, c + dx, c + dy, w, s)
         return img / img.sum()
 
 
@@ -693,8 +726,10 @@ def make_pair(params: SimulationParams) -> SimulatedPair:
     ey = np.concatenate([ty, vy - p.kernel_shift[1]])
     eflux = np.concatenate([tflux, vflux_s - p.photometric_scale * vflux_t])
     w = kernel.weights_at(ex, ey)
-    for wj, sj in zip(w, kernel.sigmas, strict=True):
-        render_gaussians(science0, ex, ey, eflux * wj, math.hypot(sig_t, sj), xy0=p.xy0)
+    for fraction, jx, jy in kernel.peaks():
+        for wj, sj in zip(w, kernel.sigmas, strict=True):
+            render_gaussians(science0, ex - jx, ey - jy, fraction * eflux * wj,
+                             math.hypot(sig_t, sj), xy0=p.xy0)
 
     wcs_s = _make_wcs(p, centre, np.eye(2))
     wcs_t = _make_wcs(p, centre + shift_t, _rotation(-p.template_offset[2]))

@@ -55,20 +55,23 @@ def run_pair(
                              output_kernels=p["kernels.fits"], psf_match=pm, label=label)
     previous = p["fit.parquet"]
     for i in range(pm["maxSpatialIterations"]):
-        ksum, kernel, assessed = (workdir / f"iter{i}_{n}" for n in
-                                  ("ksum.parquet", "kernel.fits", "assess.parquet"))
+        ksum, kernel, spatial, assessed = (workdir / f"iter{i}_{n}" for n in (
+            "ksum.parquet", "kernel.fits", "spatial.parquet", "assess.parquet"))
         steps.kernel_sum_clip(candidates_path=previous, output_candidates=ksum, psf_match=pm,
                               iteration=i, label=label)
         steps.spatial_fit(candidates_path=ksum, kernels_path=p["kernels.fits"],
-                          output_kernel=kernel, psf_match=pm, iteration=i, label=label)
-        steps.assess(candidates_path=ksum, stamps_path=p["stamps.fits"], kernel_path=kernel,
+                          stamps_path=p["stamps.fits"], output_kernel=kernel,
+                          output_candidates=spatial, psf_match=pm, iteration=i, label=label)
+        steps.assess(candidates_path=spatial, stamps_path=p["stamps.fits"], kernel_path=kernel,
                      output_candidates=assessed, psf_match=pm, iteration=i, label=label)
         previous = assessed
-    p["final.parquet"] = previous
+    p["final.parquet"] = workdir / "final.parquet"
     steps.spatial_fit(candidates_path=previous, kernels_path=p["kernels.fits"],
-                      output_kernel=p["kernel.fits"], psf_match=pm, iteration="final", label=label)
+                      stamps_path=p["stamps.fits"], output_kernel=p["kernel.fits"],
+                      output_candidates=p["final.parquet"], psf_match=pm, iteration="final",
+                      label=label)
     steps.convolve(template_path=p["warped.fits"], science_path=science,
-                   kernel_path=p["kernel.fits"], candidates_path=previous,
+                   kernel_path=p["kernel.fits"], candidates_path=p["final.parquet"],
                    difference_path=p["difference.fits"], matched_path=p["matched.fits"],
                    metrics_path=p["metrics.json"], psf_match=pm, label=label)
     return p

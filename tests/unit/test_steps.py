@@ -4,28 +4,31 @@ from __future__ import annotations
 
 import pytest
 
-from psfmatch.errors import ConfigError, InsufficientCandidatesError
+from psfmatch.errors import InsufficientCandidatesError
 from psfmatch.steps import _config
 
 
 @pytest.mark.parametrize(
-    ("block", "field"),
-    [
-        ({"kernelBasisSet": "delta-function"}, "kernelBasisSet"),
-        ({"usePcaForSpatialKernel": True}, "usePcaForSpatialKernel"),
-        ({"useBicForKernelBasis": True}, "useBicForKernelBasis"),
-        ({"calculateKernelUncertainty": True}, "calculateKernelUncertainty"),
-    ],
+    "block",
+    [{"kernelBasisSet": "delta-function"}, {"usePcaForSpatialKernel": True},
+     {"useBicForKernelBasis": True}, {"calculateKernelUncertainty": True}],
 )
-def test_options_not_built_yet_fail_naming_the_field(block, field):
-    with pytest.raises(ConfigError, match=f"psf_match.{field}.*not supported yet"):
-        _config(block)
+def test_options_once_refused_are_now_accepted(block):
+    cfg = _config(block)
+    (lsst, value), = block.items()
+    from psfmatch.config import PsfMatchConfig
+
+    assert getattr(cfg, PsfMatchConfig.lsst_names()[lsst]) == value
 
 
 def test_supported_subset_parses():
     cfg = _config({"spatialKernelOrder": 1, "usePcaForSpatialKernel": None})
     assert cfg.spatial_kernel_order == 1
     assert cfg.use_pca_for_spatial_kernel is False  # the AL basis' own default
+    df = _config({"kernelBasisSet": "delta-function", "usePcaForSpatialKernel": None,
+                  "maxConditionNumber": None})
+    assert df.use_pca_for_spatial_kernel is True
+    assert df.max_condition_number == 5.0e6
 
 
 def test_insufficient_candidates_message_carries_counts_and_pickles():
@@ -47,3 +50,10 @@ def test_remap_mask_bits_between_plane_numberings():
     out = remap_mask_bits(mask, {"SAT": 0, "BAD": 1, "GONE": 2}, {"BAD": 5, "SAT": 3})
     np.testing.assert_array_equal(out, [[8, 32, 40, 0]])
     assert remap_mask_bits(mask, {"SAT": 0}, {"SAT": 0, "X": 1}) is mask
+
+
+def test_bic_with_delta_functions_is_refused():
+    from psfmatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="useBicForKernelBasis.*delta-function"):
+        _config({"kernelBasisSet": "delta-function", "useBicForKernelBasis": True})

@@ -126,6 +126,79 @@ def test_changing_spatial_order_reruns_only_the_steps_that_read_it(finished_run,
         _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
 
 
+def test_a_delta_function_field_is_read_by_no_step_of_an_al_run(finished_run):
+    workdir, _ = finished_run
+    config = _base_config(["good"])
+    config["psf_match"]["lambdaValue"] = 5.0
+    config["psf_match"]["numPrincipalComponents"] = 4  # PCA is off for AL by default
+    _write_config(workdir, config, ["good"])
+    try:
+        dry = _snakemake(workdir, "-n", "--cores", "2")
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert _jobs(dry.stdout) == {}, dry.stdout
+    finally:
+        _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
+
+
+def _df_config() -> dict:
+    config = _base_config(["good"])
+    config["psf_match"].update({"kernelBasisSet": "delta-function", "lambdaValue": 1.0e4,
+                                "numPrincipalComponents": 3,
+                                "calculateKernelUncertainty": True})
+    config["detection"]["max_candidates"] = 150
+    return config
+
+
+@pytest.fixture(scope="module")
+def finished_df_run(tmp_path_factory):
+    """The good pair through the same DAG with a delta-function basis (PCA by default)."""
+    workdir = tmp_path_factory.mktemp("wf_df")
+    _write_config(workdir, _df_config(), ["good"])
+    run = _snakemake(workdir, "--cores", "2")
+    assert run.returncode == 0, run.stdout + run.stderr
+    return workdir
+
+
+def test_delta_function_run_uses_the_same_steps_and_stores_uncertainties(finished_df_run):
+    out = finished_df_run / "results" / "good"
+    metrics = io.read_json(out / "metrics.json")
+    truth = io.read_json(finished_df_run / "results/simulated/good/truth.json")
+    assert metrics["basis"]["type"] == "pca"
+    assert metrics["basis"]["fitting_basis"]["type"] == "delta-function"
+    assert metrics["kernel_sum"] == pytest.approx(truth["photometric_scale"], rel=0.01)
+    assert abs(metrics["difference"]["clipped_std"] - 1.0) < 0.05
+    kernel = SpatialKernel.read(out / "kernel.fits")
+    assert kernel.covariance is not None
+    # the 1-sigma kernel sum is small but not zero (hundreds of bright candidates)
+    assert 0 < metrics["uncertainty"]["kernel_sum_sigma"] < 0.01
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reran", "kept"),
+    [
+        ("lambdaValue", 2.0e4, {"fit_single_kernels", "spatial_fit", "final_kernel", "convolve"},
+         {"simulate", "ingest", "warp", "detect", "select"}),
+        ("numPrincipalComponents", 4, {"spatial_fit", "assess", "final_kernel", "convolve"},
+         {"simulate", "ingest", "warp", "detect", "select", "fit_single_kernels"}),
+        ("alardSigGauss", [0.8, 1.6, 3.2], set(),
+         {"simulate", "ingest", "warp", "detect", "select", "fit_single_kernels", "spatial_fit"}),
+    ],
+)
+def test_changing_a_delta_function_field_reruns_only_its_readers(finished_df_run, field, value,
+                                                                  reran, kept):
+    config = _df_config()
+    config["psf_match"][field] = value
+    _write_config(finished_df_run, config, ["good"])
+    try:
+        dry = _snakemake(finished_df_run, "-n", "--cores", "2")
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        jobs = _jobs(dry.stdout)
+        assert reran <= set(jobs), dry.stdout
+        assert not kept & set(jobs), dry.stdout
+    finally:
+        _write_config(finished_df_run, _df_config(), ["good"])
+
+
 def test_typo_in_psf_match_fails_before_any_job(tmp_path):
     config = _base_config(["good"])
     config["psf_match"]["kernalSize"] = 21
@@ -228,13 +301,13 @@ def test_qa_plots_are_drawn_from_the_products(finished_run, tmp_path):
     drawn = steps.qa(
         science_path=out / "input/science.fits", template_path=out / "warp/template.fits",
         difference_path=out / "difference.fits", kernel_path=out / "kernel.fits",
-        candidates_path=out / f"iter{last}/assess.parquet",
+        candidates_path=out / "final/candidates.parquet",
         ksum_paths=[out / f"iter{i}/ksum.parquet" for i in range(last + 1)],
         stamps_path=out / "select/stamps.fits", metrics_path=out / "metrics.json",
         outputs=outputs, psf_match=config["psf_match"], label="pair 'good'")
     for key in steps.QA_PLOTS:  # the workflow's PNGs are these plots
         assert Path(outputs[key]).read_bytes() == (out / f"qa/{key}.png").read_bytes(), key
-    table = io.read_table(out / f"iter{last}/assess.parquet").columns
+    table = io.read_table(out / "final/candidates.parquet").columns
     metrics = io.read_json(out / "metrics.json")
     n_bad = int((table["status"] == "BAD").sum())
     assert n_bad > 0  # the simulated pair has variable stars and masked columns

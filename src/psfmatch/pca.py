@@ -1,0 +1,115 @@
+"""Principal-component spatial basis from single-candidate kernels (reference §5.4).
+
+With ``usePcaForSpatialKernel`` the spatial model is not built on the fitting basis
+(27 AL kernels, or 441 delta functions) but on a handful of *eigen-kernels* of the
+good candidates' own kernels: the candidates are refitted with that basis and the
+spatial fit then has ``1 + (n_pc − 1)·n_terms`` unknowns. The first basis kernel (the
+mean kernel, or the first eigen-kernel) has unit sum and a constant coefficient, the
+others sum to zero, so the kernel sum is the same everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from psfmatch.basis import renormalize_basis
+
+__all__ = ["MAX_EIGEN_IMAGES", "PcaBasis", "pca_basis"]
+
+#: afw's ``ImagePca`` forms at most this many eigen-images.
+MAX_EIGEN_IMAGES = 100
+
+
+@dataclass(frozen=True)
+class PcaBasis:
+    """Outcome of :func:`pca_basis`.
+
+    Attributes
+    ----------
+    basis : ndarray, shape (n_pc, k, k)
+        Renormalised basis: element 0 sums to 1, the others to 0 with unit L2 norm.
+    eigenvalues : ndarray
+        All eigenvalues of the (mean-subtracted) kernel Gram matrix, decreasing.
+    n_kernels : int
+        Number of candidate kernels that entered the PCA.
+    mean_first : bool
+        Element 0 is the mean kernel (``subtractMeanForPca``).
+    """
+
+    basis: np.ndarray
+    eigenvalues: np.ndarray
+    n_kernels: int
+    mean_first: bool
+
+    @property
+    def explained_fraction(self) -> float:
+        """Fraction of the eigenvalue sum carried by the kept eigen-kernels."""
+        total = float(self.eigenvalues.sum())
+        if total <= 0:
+            return 1.0
+        n_eig = self.basis.shape[0] - (1 if self.mean_first else 0)
+        return float(self.eigenvalues[:n_eig].sum()) / total
+
+
+def pca_basis(kernels: np.ndarray, *, subtract_mean: bool, n_components: int) -> PcaBasis:
+    """ip_diffim's ``_createPcaBasis`` without the refit (reference §5.4, steps 1–7).
+
+    1. Each kernel is divided by its sum (kernels with a zero or non-finite sum are
+       skipped, as candidates that throw are).
+    2. With ``subtract_mean`` the mean image :math:`\\mu` is subtracted from every one.
+    3. With :math:`N` images :math:`I_j`, :math:`R_{ij} = \\langle I_i, I_j\\rangle / N`
+       is eigen-decomposed, eigenvalues sorted decreasing, and eigen-image
+       :math:`E_k = \\sum_j Q_{jk} I_j` formed (at most 100).
+    4. Every eigen-image is scaled so that its value of largest magnitude is +1.
+    5. The list is ``[μ]`` (if subtracted) followed by the eigen-images; its first
+       ``n_components`` entries are kept, dropping any containing NaN (an eigen-image of
+       an exactly zero eigenvalue is all zeros and cannot be scaled), then
+       :func:`~psfmatch.basis.renormalize_basis` is applied.
+
+    Deviation: ip_diffim raises when the eigenvalues sum to 0 (all candidate kernels
+    identical after normalisation); here the basis is then ``[μ]`` alone, which
+    represents every candidate exactly.
+
+    Raises
+    ------
+    ValueError
+        No kernel with a usable sum, or ``n_components < 1``.
+    """
+    if n_components < 1:
+        msg = f"numPrincipalComponents must be >= 1, got {n_components}"
+        raise ValueError(msg)
+    kernels = np.asarray(kernels, dtype=np.float64)
+    sums = kernels.sum(axis=(1, 2))
+    usable = np.isfinite(sums) & (sums != 0) & np.all(np.isfinite(kernels), axis=(1, 2))
+    if not usable.any():
+        msg = "no candidate kernel with a finite, non-zero sum for the PCA basis"
+        raise ValueError(msg)
+    images = kernels[usable] / sums[usable, None, None]
+    n, ky, kx = images.shape
+    flat = images.reshape(n, ky * kx)
+    mean = flat.mean(axis=0)
+    if subtract_mean:
+        flat = flat - mean
+    gram = flat @ flat.T / n
+    eigenvalues, vectors = np.linalg.eigh(gram)
+    order = np.argsort(eigenvalues)[::-1]
+    eigenvalues, vectors = eigenvalues[order], vectors[:, order]
+    if n == 1 and not subtract_mean:
+        eigen_images, eigenvalues = flat.copy(), np.array([1.0])
+    else:
+        eigen_images = vectors[:, :MAX_EIGEN_IMAGES].T @ flat
+    scaled = []
+    for image in eigen_images:
+        extreme = image[np.argmax(np.abs(image))]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scaled.append(image / extreme if extreme != 0 else np.full_like(image, np.nan))
+    candidates = ([mean] if subtract_mean else []) + scaled
+    kept = [c for c in candidates[:n_components] if np.all(np.isfinite(c))]
+    if not kept:
+        msg = "every PCA basis kernel contains NaN"
+        raise ValueError(msg)
+    basis = renormalize_basis(np.array(kept).reshape(len(kept), ky, kx))
+    return PcaBasis(basis=basis, eigenvalues=eigenvalues, n_kernels=n,
+                    mean_first=subtract_mean)
