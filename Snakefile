@@ -6,6 +6,7 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/common.smk"
+include: "workflow/resources.smk"
 include: "workflow/simulate.smk"
 include: "workflow/ingest.smk"
 include: "workflow/kernel.smk"

@@ -7,6 +7,7 @@ __all__ = [
     "ExposureError",
     "InputFileError",
     "InsufficientCandidatesError",
+    "MemoryBudgetError",
     "PairsSheetError",
     "PsfMatchError",
 ]
@@ -50,3 +51,10 @@ class InsufficientCandidatesError(PsfMatchError, RuntimeError):
 
     def __reduce__(self):  # keep counts through pickling (multiprocessing, Snakemake)
         return (type(self), (self.bare_message, self.counts))
+
+
+class MemoryBudgetError(PsfMatchError, ValueError):
+    """A job declares less memory (``mem_mb``) than its step is estimated to need.
+
+    The message names the step, the image size, the estimate and the declared value.
+    """

@@ -1,0 +1,60 @@
+"""Typed errors. Every message names the file, HDU, config key or pair and the bad value."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ExposureError",
+    "InputFileError",
+    "InsufficientCandidatesError",
+    "MemoryBudgetError",
+    "PairsSheetError",
+    "PsfMatchError",
+]
+
+
+class PsfMatchError(Exception):
+    """Base class of every error psfmatch raises on purpose."""
+
+
+class ConfigError(PsfMatchError, ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+class PairsSheetError(PsfMatchError, ValueError):
+    """A row of the pairs sheet is invalid (missing file, duplicate id, bad column)."""
+
+
+class ExposureError(PsfMatchError, ValueError):
+    """Image, mask and variance arrays do not form a valid exposure."""
+
+
+class InputFileError(PsfMatchError, OSError):
+    """An input file cannot be read as what it is declared to be.
+
+    The message always names the file (and HDU where one is involved).
+    """
+
+
+class InsufficientCandidatesError(PsfMatchError, RuntimeError):
+    """Too few kernel candidates survive (ip_diffim's ``InsufficientKernelSourcesError``).
+
+    ``counts`` maps each stage (detected, selected, single-kernel good, ...) to the number
+    of candidates left after it, so the message says where they were lost.
+    """
+
+    def __init__(self, message: str, counts: dict[str, int] | None = None) -> None:
+        self.bare_message = message
+        self.counts = dict(counts or {})
+        detail = ", ".join(f"{k}={v}" for k, v in self.counts.items())
+        super().__init__(f"{message} (candidates per stage: {detail})" if detail else message)
+
+    def __reduce__(self):  # keep counts through pickling (multiprocessing, Snakemake)
+        return (type(self), (self.bare_message, self.counts))
+
+
+class MemoryBudgetError(PsfMatchError, ValueError):
+    """A job declares less memory (``mem_mb``) than its step is estimated to need.
+
+    The message names the step, the image size, the estimate and the declared value.
+    """

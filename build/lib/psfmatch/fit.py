@@ -1,0 +1,248 @@
+"""Per-candidate kernel fit: ip_diffim's ``KernelCandidate`` / ``StaticKernelSolution``.
+
+A candidate is a pair of stamps (template ``T``, the image that gets convolved, and
+science ``S``) of side ``2·kernel_size + 1`` around a star. With basis kernels ``B_i``
+and the correlation operator of :mod:`psfmatch.convolution`, the model of the science
+stamp over the valid region (the stamp shrunk by the kernel half-width) is
+
+.. math::  S \\approx \\sum_i a_i (T \\star B_i) + b\\,[\\text{fit\\_background}],
+
+solved by weighted least squares: :math:`M = C^T W C`, :math:`\\beta = C^T W s`,
+:math:`(M + \\lambda H) a = \\beta` (reference §4.3–4.4).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from psfmatch.errors import PsfMatchError
+from psfmatch.stats import ResidualStats, residual_stats
+
+__all__ = [
+    "CandidateFitError",
+    "CandidateSolution",
+    "condition_number",
+    "design_matrix",
+    "difference_stamp",
+    "fit_candidate",
+    "solve_normal_equations",
+]
+
+
+class CandidateFitError(PsfMatchError, ValueError):
+    """A candidate cannot be fitted (bad variance, singular system, NaN solution)."""
+
+
+@dataclass(frozen=True)
+class CandidateSolution:
+    """Result of one candidate fit.
+
+    Attributes
+    ----------
+    coefficients : ndarray, shape (n_basis,)
+        Basis coefficients ``a_i``.
+    background : float
+        Fitted constant background (0 if not fitted).
+    kernel : ndarray, shape (k, k)
+        ``Σ a_i B_i``.
+    kernel_sum : float
+        Sum of ``kernel`` (= ``a_0`` for renormalised AL/PCA bases).
+    condition_number : float
+        Of the normal matrix without regularization.
+    normal_matrix, normal_vector : ndarray
+        ``M`` and ``β`` (background last when fitted), kept for the spatial fit.
+    """
+
+    coefficients: np.ndarray
+    background: float
+    kernel: np.ndarray
+    kernel_sum: float
+    condition_number: float
+    normal_matrix: np.ndarray
+    normal_vector: np.ndarray
+
+
+def design_matrix(template: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Columns ``T ⋆ B_i`` over the valid region, flattened row-major.
+
+    Parameters
+    ----------
+    template : ndarray, shape (H, W)
+        Template stamp.
+    basis : ndarray, shape (n_basis, k, k)
+        Odd-sized basis kernels.
+
+    Returns
+    -------
+    ndarray, shape ((H − k + 1)·(W − k + 1), n_basis)
+    """
+    k = basis.shape[-1]
+    windows = sliding_window_view(np.asarray(template, dtype=np.float64), (k, k))
+    ny, nx = windows.shape[:2]
+    return windows.reshape(ny * nx, k * k) @ basis.reshape(basis.shape[0], k * k).T
+
+
+def condition_number(matrix: np.ndarray, kind: str = "EIGENVALUE") -> float:
+    """``λmax/λmin`` of the symmetric eigenvalues, or ``σmax/σmin`` (``"SVD"``).
+
+    ``inf`` when the smallest value is 0; for ``EIGENVALUE`` the ratio uses absolute
+    values of the extreme eigenvalues as Eigen does.
+    """
+    if kind == "EIGENVALUE":
+        values = np.abs(np.linalg.eigvalsh(matrix))
+    elif kind == "SVD":
+        values = np.linalg.svd(matrix, compute_uv=False)
+    else:
+        msg = f"conditionNumberType must be 'EIGENVALUE' or 'SVD', got {kind!r}"
+        raise ValueError(msg)
+    smallest = float(values.min())
+    return math.inf if smallest == 0 else float(values.max()) / smallest
+
+
+def solve_normal_equations(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """Solve the symmetric system as ip_diffim does (reference §4.4).
+
+    A full-rank system (every eigenvalue above ``ε·n·|λ|max``, the rank test of the
+    full-pivot LU ip_diffim uses) is solved directly; otherwise the eigen-decomposition
+    ``M = R Λ Rᵀ`` is used with every non-zero eigenvalue inverted (zeros stay zero).
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    vector = np.asarray(vector, dtype=np.float64)
+    values, vectors = np.linalg.eigh(matrix)
+    largest = float(np.abs(values).max()) if values.size else 0.0
+    tolerance = np.finfo(np.float64).eps * matrix.shape[0] * largest
+    if largest > 0 and np.all(np.abs(values) > tolerance):
+        return np.linalg.solve(matrix, vector)
+    inverse = np.zeros_like(values)
+    nonzero = values != 0
+    inverse[nonzero] = 1.0 / values[nonzero]
+    return vectors @ (inverse * (vectors.T @ vector))
+
+
+def fit_candidate(
+    template: np.ndarray,
+    science: np.ndarray,
+    variance: np.ndarray,
+    basis: np.ndarray,
+    *,
+    fit_background: bool,
+    constant_variance_weighting: bool = True,
+    regularization: np.ndarray | None = None,
+    regularization_lambda: float = 0.0,
+    condition_number_type: str = "EIGENVALUE",
+) -> CandidateSolution:
+    """Weighted least-squares kernel for one candidate (reference §4.2–4.4).
+
+    Parameters
+    ----------
+    template, science : ndarray, shape (H, W)
+        Image planes of the two stamps (masks are not consulted, as in ip_diffim).
+    variance : ndarray, shape (H, W)
+        ``var_S + var_T`` (or the variance of a previous difference, for
+        ``iterateSingleKernel``). With ``constant_variance_weighting`` it is replaced by
+        its median (1.0 if that median is ≤ 0).
+    basis : ndarray, shape (n_basis, k, k)
+    fit_background : bool
+        Add a constant-background column.
+    regularization : ndarray, optional
+        ``H`` (``n_basis(+1)`` square); ``(M + λH) a = β`` is solved with
+        ``λ = regularization_lambda``.
+
+    Raises
+    ------
+    CandidateFitError
+        Negative or zero variance in the fit region, non-finite stamp pixels, or a NaN
+        solution.
+    """
+    k = basis.shape[-1]
+    half = k // 2
+    columns = design_matrix(template, basis)
+    fit_region = (slice(half, science.shape[0] - half), slice(half, science.shape[1] - half))
+    s = np.asarray(science, dtype=np.float64)[fit_region].ravel()
+    v = np.asarray(variance, dtype=np.float64)
+    if constant_variance_weighting:
+        median = float(np.median(v))
+        v_fit = np.full(s.shape, median if median > 0 else 1.0)
+    else:
+        v_fit = v[fit_region].ravel()
+        if np.nanmin(v_fit) < 0:
+            msg = "variance less than 0 in the candidate's fit region"
+            raise CandidateFitError(msg)
+        if np.nanmin(v_fit) == 0:
+            msg = "variance equals 0 in the candidate's fit region; cannot inverse-variance weight"
+            raise CandidateFitError(msg)
+    if not (np.all(np.isfinite(columns)) and np.all(np.isfinite(s)) and np.all(np.isfinite(v_fit))):
+        msg = "non-finite pixels in the candidate stamps"
+        raise CandidateFitError(msg)
+    if fit_background:
+        columns = np.hstack([columns, np.ones((columns.shape[0], 1))])
+    weights = 1.0 / v_fit
+    matrix = columns.T @ (columns * weights[:, None])
+    vector = columns.T @ (s * weights)
+    cond = condition_number(matrix, condition_number_type)
+    system = matrix if regularization is None else matrix + regularization_lambda * regularization
+    solution = solve_normal_equations(system, vector)
+    if not np.all(np.isfinite(solution)):
+        msg = f"unable to determine kernel solution (nan); condition number {cond:.3g}"
+        raise CandidateFitError(msg)
+    n_basis = basis.shape[0]
+    coefficients = solution[:n_basis]
+    kernel = np.tensordot(coefficients, basis, axes=1)
+    return CandidateSolution(
+        coefficients=coefficients,
+        background=float(solution[n_basis]) if fit_background else 0.0,
+        kernel=kernel,
+        kernel_sum=float(kernel.sum()),
+        condition_number=cond,
+        normal_matrix=matrix,
+        normal_vector=vector,
+    )
+
+
+def difference_stamp(
+    template: tuple[np.ndarray, np.ndarray, np.ndarray],
+    science: tuple[np.ndarray, np.ndarray, np.ndarray],
+    kernel: np.ndarray,
+    background: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``D = S − (K ⋆ T + bg)`` on the valid region (reference §4.6).
+
+    ``template`` and ``science`` are ``(image, variance, mask)`` stamps of one shape.
+    Returns ``(D, var_S + K² ⋆ var_T, mask_S | OR of mask_T over the kernel footprint)``
+    cropped to the valid region (the stamp shrunk by the kernel half-width), which is
+    where ip_diffim's statistics end up being computed (its border is ``NO_DATA``).
+    """
+    t_img, t_var, t_mask = template
+    s_img, s_var, s_mask = science
+    k = kernel.shape[0]
+    half = k // 2
+    region = (slice(half, s_img.shape[0] - half), slice(half, s_img.shape[1] - half))
+    windows = sliding_window_view(np.asarray(t_img, dtype=np.float64), (k, k))
+    model = np.einsum("yxij,ij->yx", windows, kernel) + background
+    var_windows = sliding_window_view(np.asarray(t_var, dtype=np.float64), (k, k))
+    variance = np.asarray(s_var, dtype=np.float64)[region] + np.einsum(
+        "yxij,ij->yx", var_windows, kernel * kernel
+    )
+    support = kernel != 0
+    mask_windows = sliding_window_view(np.asarray(t_mask), (k, k))
+    grown = np.bitwise_or.reduce(np.where(support, mask_windows, 0), axis=(2, 3))
+    mask = np.asarray(s_mask)[region] | grown
+    return np.asarray(s_img, dtype=np.float64)[region] - model, variance, mask
+
+
+def candidate_residuals(
+    template: tuple[np.ndarray, np.ndarray, np.ndarray],
+    science: tuple[np.ndarray, np.ndarray, np.ndarray],
+    kernel: np.ndarray,
+    background: float,
+    *,
+    bad_bits: int,
+    core_radius: int | None,
+) -> ResidualStats:
+    """Residual statistics of ``D/σ`` for a candidate and a fixed kernel (§4.6)."""
+    diff, var, mask = difference_stamp(template, science, kernel, background)
+    return residual_stats(diff, var, mask, bad_bits=bad_bits, core_radius=core_radius)
