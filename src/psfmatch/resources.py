@@ -28,7 +28,7 @@ memory and retried asks for twice, then three times as much):
 
 Run time is estimated the same way, :math:`t = t_0 + \\tau N/10^6` seconds (measured on
 a shared 2-core machine), and declared with a factor 10 for slower nodes and shared file
-systems, at least 5 minutes, times the attempt. Warp (row bands on up to 4 threads) and
+systems, at least 3 minutes, times the attempt. Warp (row bands on up to 4 threads) and
 convolve (multithreaded FFTs) use more than one CPU on large images: 1 CPU below 16 Mpix
 (4096²), 2 below 64 Mpix, then 4. All other steps are single-threaded.
 """
@@ -58,7 +58,7 @@ MEMORY_MARGIN = 1.5
 #: Safety factor between the estimated run time and the declared time limit.
 RUNTIME_MARGIN = 10.0
 #: Shortest time limit a job declares, minutes.
-MIN_RUNTIME_MIN = 5
+MIN_RUNTIME_MIN = 3
 
 
 @dataclass(frozen=True)
