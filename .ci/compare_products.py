@@ -27,7 +27,8 @@ def _same_table(a: Path, b: Path) -> str | None:
     if ta.columns.keys() != tb.columns.keys():
         return f"columns {sorted(ta.columns)} != {sorted(tb.columns)}"
     for name in ta.columns:
-        if not np.array_equal(ta.columns[name], tb.columns[name], equal_nan=ta.columns[name].dtype.kind == "f"):
+        a, b = ta.columns[name], tb.columns[name]
+        if not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
             return f"column {name!r} differs"
     if ta.units != tb.units or ta.metadata != tb.metadata:
         return "units or metadata differ"
@@ -36,7 +37,9 @@ def _same_table(a: Path, b: Path) -> str | None:
 
 def compare(reference: Path, other: Path, only: list[str] | None = None) -> list[str]:
     problems = []
-    files = sorted(p for p in reference.rglob("*") if p.is_file() and not p.name.startswith(".tmp-"))
+    identical = 0
+    files = sorted(p for p in reference.rglob("*")
+                   if p.is_file() and not p.name.startswith(".tmp-"))
     if only:
         files = [p for p in files if p.relative_to(reference).parts[0] in only]
     if not files:
@@ -48,6 +51,7 @@ def compare(reference: Path, other: Path, only: list[str] | None = None) -> list
             problems.append(f"{rel}: missing in {other}")
             continue
         if filecmp.cmp(ref, cand, shallow=False):
+            identical += 1
             continue
         suffix = "".join(rel.suffixes)
         if suffix.endswith(".fits"):
@@ -64,7 +68,8 @@ def compare(reference: Path, other: Path, only: list[str] | None = None) -> list
         else:
             problems.append(f"{rel}: bytes differ")
     print(f"compared {len(files)} files under {reference} with {other}: "
-          f"{len(files) - len(problems)} equal, {len(problems)} different")
+          f"{identical} byte-identical, {len(files) - identical - len(problems)} equal in "
+          f"content (FITSDiff rtol=0 / same table / same JSON), {len(problems)} different")
     return problems
 
 
