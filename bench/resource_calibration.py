@@ -6,7 +6,7 @@ Usage (from the repository root, in the installed environment)::
 
 For each size, a simulated pair of that many pixels per side is run through the whole
 workflow (``snakemake --cores N``). Each job's script interpreter records its own peak
-resident memory (``ru_maxrss``) and wall time when it exits, through a ``sitecustomize``
+resident memory (``VmHWM``) and wall time when it exits, through a ``sitecustomize``
 module put on ``PYTHONPATH`` for the run only; the workflow itself is unchanged. Snakemake's
 ``benchmark:`` files sample memory too coarsely for jobs of a second or less, hence this.
 
@@ -34,13 +34,15 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 _SITECUSTOMIZE = '''
-import atexit, json, os, resource, sys, time
+import atexit, json, os, re, sys, time
 _start = time.perf_counter()
 _script = sys.argv[0] if sys.argv else ""
 if "/.snakemake/scripts/" in _script:
     @atexit.register
     def _record():
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        # VmHWM is this process image's own peak; ru_maxrss can carry the parent's
+        with open("/proc/self/status") as status:
+            rss_mb = int(re.search(r"VmHWM:\\s+(\\d+)", status.read())[1]) / 1024.0
         with open(os.environ["PSFMATCH_RSS_LOG"], "a") as handle:
             handle.write(json.dumps({"script": os.path.basename(_script), "rss_mb": rss_mb,
                                      "wall_s": time.perf_counter() - _start}) + "\\n")
