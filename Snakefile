@@ -9,6 +9,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/common.smk"
+include: "workflow/resources.smk"
 include: "workflow/simulate.smk"
 include: "workflow/ingest.smk"
 include: "workflow/kernel.smk"

@@ -2,9 +2,11 @@
 
 # `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
+from psfmatch.resources import check_step_memory
 from psfmatch.steps import convolve
 
 with log_to_file(snakemake.log[0]):  # noqa: F821
+    check_step_memory(snakemake.rule, snakemake.input.science, snakemake.resources.mem_mb)  # noqa: F821
     convolve(
         template_path=snakemake.input.template,
         science_path=snakemake.input.science,

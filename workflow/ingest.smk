@@ -13,5 +13,9 @@ rule ingest:
         version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
+    container:
+        PSFMATCH_CONTAINER
+    resources:
+        **step_resources("ingest"),
     script:
         "../scripts/ingest.py"

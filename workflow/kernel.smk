@@ -21,6 +21,11 @@ rule warp:
         version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
+    container:
+        PSFMATCH_CONTAINER
+    threads: step_threads("warp")
+    resources:
+        **step_resources("warp"),
     script:
         "../scripts/warp.py"
 
@@ -44,6 +49,10 @@ rule detect:
         version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
+    container:
+        PSFMATCH_CONTAINER
+    resources:
+        **step_resources("detect"),
     script:
         "../scripts/detect.py"
 
@@ -70,6 +79,10 @@ rule select:
         version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
+    container:
+        PSFMATCH_CONTAINER
+    resources:
+        **step_resources("select"),
     script:
         "../scripts/select.py"
 
@@ -92,6 +105,10 @@ rule fit_single_kernels:
         version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
+    container:
+        PSFMATCH_CONTAINER
+    resources:
+        **step_resources("fit_single_kernels"),
     script:
         "../scripts/fit_single_kernels.py"
 
@@ -111,6 +128,10 @@ rule kernel_sum_clip:
         version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
+    container:
+        PSFMATCH_CONTAINER
+    resources:
+        **step_resources("kernel_sum_clip"),
     script:
         "../scripts/kernel_sum_clip.py"
 
@@ -133,6 +154,10 @@ rule spatial_fit:
         version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
+    container:
+        PSFMATCH_CONTAINER
+    resources:
+        **step_resources("spatial_fit"),
     script:
         "../scripts/spatial_fit.py"
 
@@ -154,6 +179,10 @@ rule assess:
         version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
+    container:
+        PSFMATCH_CONTAINER
+    resources:
+        **step_resources("assess"),
     script:
         "../scripts/assess.py"
 
@@ -176,6 +205,10 @@ rule final_kernel:
         version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
+    container:
+        PSFMATCH_CONTAINER
+    resources:
+        **step_resources("final_kernel"),
     script:
         "../scripts/spatial_fit.py"
 
@@ -200,5 +233,10 @@ rule convolve:
         version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
+    container:
+        PSFMATCH_CONTAINER
+    threads: step_threads("convolve")
+    resources:
+        **step_resources("convolve"),
     script:
         "../scripts/convolve.py"

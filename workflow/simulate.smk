@@ -14,5 +14,9 @@ rule simulate:
         version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
+    container:
+        PSFMATCH_CONTAINER
+    resources:
+        **step_resources("simulate"),
     script:
         "../scripts/simulate.py"

@@ -10,6 +10,7 @@ __all__ = [
     "InsufficientAreaError",
     "InsufficientCandidatesError",
     "KernelTooLargeError",
+    "MemoryBudgetError",
     "PairsSheetError",
     "PsfMatchError",
     "PsfModelError",
@@ -70,3 +71,10 @@ class InsufficientCandidatesError(PsfMatchError, RuntimeError):
 
     def __reduce__(self):  # keep counts through pickling (multiprocessing, Snakemake)
         return (type(self), (self.bare_message, self.counts))
+
+
+class MemoryBudgetError(PsfMatchError, ValueError):
+    """A job declares less memory (``mem_mb``) than its step is estimated to need.
+
+    The message names the step, the image size, the estimate and the declared value.
+    """
