@@ -23,6 +23,10 @@ rule simulated_psf:
         "benchmarks/simulated_psf/{sim}.tsv"
     params:
         version=psfmatch.__version__,
+    container:
+        PSFMATCH_CONTAINER
+    resources:
+        **step_resources("simulated_psf"),
     conda:
         "../envs/psfmatch.yaml"
     script:
@@ -49,6 +53,10 @@ rule model_psf_kernel:
         psf_match=MODEL_PSF.get("psf_match", {}),
         kernel=MODEL_PSF.get("kernel", {}),
         version=psfmatch.__version__,
+    container:
+        PSFMATCH_CONTAINER
+    resources:
+        **step_resources("model_psf_kernel"),
     conda:
         "../envs/psfmatch.yaml"
     script:
@@ -72,6 +80,11 @@ rule model_psf_convolve:
     params:
         reader=exposure_reader,
         version=psfmatch.__version__,
+    threads: step_threads("model_psf_convolve")
+    container:
+        PSFMATCH_CONTAINER
+    resources:
+        **step_resources("model_psf_convolve"),
     conda:
         "../envs/psfmatch.yaml"
     script:

@@ -30,6 +30,10 @@ rule qa:
     params:
         psf_match=psf_match_fields("qa"),
         version=psfmatch.__version__,
+    container:
+        PSFMATCH_CONTAINER
+    resources:
+        **step_resources("qa"),
     conda:
         "../envs/psfmatch.yaml"
     script:

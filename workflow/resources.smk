@@ -61,6 +61,8 @@ def _job_pixels(wildcards):
     if "sim" in wildcards.keys():
         ny, nx = SIMULATED[wildcards.sim].get("shape", (1024, 1024))
         return ny * nx
+    if "exposure" in wildcards.keys():
+        return image_pixels(EXPOSURES[wildcards.exposure]["image"])
     return FALLBACK_PIXELS
 
 

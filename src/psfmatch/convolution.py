@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import fft
 
+from psfmatch.cpus import available_cpus
+
 __all__ = ["correlate", "correlate_spatial", "kernel_border"]
 
 
@@ -63,9 +65,9 @@ def correlate(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     (ny, nx), (ky, kx) = image.shape, kernel.shape
     shape = [fft.next_fast_len(n + k - 1, True) for n, k in ((ny, ky), (nx, kx))]
     full = fft.irfft2(
-        fft.rfft2(image, shape, workers=-1) * fft.rfft2(kernel[::-1, ::-1], shape, workers=-1),
+        fft.rfft2(image, shape, workers=available_cpus()) * fft.rfft2(kernel[::-1, ::-1], shape, workers=available_cpus()),
         shape,
-        workers=-1,
+        workers=available_cpus(),
     )
     return full[ky // 2 : ky // 2 + ny, kx // 2 : kx // 2 + nx]
 

@@ -86,6 +86,12 @@ STEP_COSTS: dict[str, StepCost] = {
     "final_kernel": StepCost(150, 6, 2.0, 0.1),
     "assess": StepCost(150, 8, 2.0, 0.15),
     "convolve": StepCost(180, 90, 2.0, 0.6, multithreaded=True),
+    # Not calibrated with bench/resource_calibration.py yet: from one 1024² demo run each
+    # (qa 278 MB / 6 s), scaled like the steps that read the same images, rounded up.
+    "qa": StepCost(250, 120, 4.0, 5.0),
+    "simulated_psf": StepCost(150, 0, 2.0, 0.0),
+    "model_psf_kernel": StepCost(150, 50, 2.0, 1.0),
+    "model_psf_convolve": StepCost(180, 90, 2.0, 0.6, multithreaded=True),
 }
 
 

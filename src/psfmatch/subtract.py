@@ -11,6 +11,7 @@ import logging
 import numpy as np
 from scipy import fft
 
+from psfmatch.cpus import available_cpus
 from psfmatch.exposure import Exposure, remap_mask_bits
 from psfmatch.kernel import SpatialKernel
 
@@ -106,7 +107,7 @@ def convolve_exposure(
     variance = np.where(bad_input | ~np.isfinite(template.variance), 0.0, template.variance)
 
     fshape = [fft.next_fast_len(s + k - 1, True) for s in (ny, nx)]
-    image_ft = fft.rfft2(image, fshape, workers=-1)
+    image_ft = fft.rfft2(image, fshape, workers=available_cpus())
     ys = np.arange(ny, dtype=np.float64) + y0
     xs = np.arange(nx, dtype=np.float64) + x0
     out = np.zeros((ny, nx), dtype=np.float64)
@@ -147,8 +148,8 @@ def _correlate_ft(
     """Same-size correlation of the image whose rfft2 is ``image_ft`` with ``kernel``."""
     k = kernel.shape[0]
     half = k // 2
-    kernel_ft = fft.rfft2(kernel[::-1, ::-1].astype(np.float32), fshape, workers=-1)
-    full = fft.irfft2(image_ft * kernel_ft, fshape, workers=-1)
+    kernel_ft = fft.rfft2(kernel[::-1, ::-1].astype(np.float32), fshape, workers=available_cpus())
+    full = fft.irfft2(image_ft * kernel_ft, fshape, workers=available_cpus())
     return full[half : half + shape[0], half : half + shape[1]]
 
 

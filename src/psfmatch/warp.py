@@ -78,6 +78,7 @@ from typing import Any
 
 import numpy as np
 
+from psfmatch.cpus import available_cpus
 from psfmatch.errors import PsfMatchError
 from psfmatch.exposure import Exposure
 
@@ -114,8 +115,7 @@ def _threads() -> int:
     env = os.environ.get("PSFMATCH_WARP_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(_MAX_THREADS, n or 1))
+    return max(1, min(_MAX_THREADS, available_cpus()))
 
 
 # --------------------------------------------------------------------------- kernels

@@ -88,8 +88,8 @@ def test_only_multithreaded_steps_ask_for_more_cpus():
 
 
 def test_bad_arguments_are_config_errors():
-    with pytest.raises(ConfigError, match="no resource model for step 'qa'.*convolve"):
-        resources.estimate("qa", 100)
+    with pytest.raises(ConfigError, match="no resource model for step 'no_such_step'.*convolve"):
+        resources.estimate("no_such_step", 100)
     with pytest.raises(ConfigError, match="attempt"):
         resources.estimate("detect", 100, attempt=0)
     with pytest.raises(ConfigError, match="positive"):
