@@ -3,8 +3,8 @@
 Usage: python .ci/make_workdir.py DIR [--pairs N]
 
 DIR/config/config.yaml is the shipped config with its `simulate` block replaced by N
-seeded 512² pairs dense in bright stars (as tests/workflow uses), and DIR/config/pairs.tsv
-lists them. Run the workflow on it with `snakemake --snakefile <repo>/Snakefile --directory DIR`.
+seeded 512² pairs dense in bright stars (as tests/workflow uses), DIR/config/pairs.tsv
+lists them and DIR/config/exposures.tsv their templates for model-PSF matching. Run the workflow on it with `snakemake --snakefile <repo>/Snakefile --directory DIR`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,13 @@ def main() -> int:
     rows = "".join(f"{n}\tresults/simulated/{n}/template.fits\tresults/simulated/{n}/science.fits\n"
                    for n in names)
     (args.workdir / "config" / "pairs.tsv").write_text("pair\ttemplate\tscience\n" + rows)
+    # Model-PSF matching of each simulated template (its constant PSF) to the shipped target.
+    config["model_psf_match"]["exposures"] = "config/exposures.tsv"
+    (args.workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    exposures = "".join(
+        f"{n}_template\tresults/simulated/{n}/template.fits\tresults/simulated/{n}/template_psf.fits\n"
+        for n in names)
+    (args.workdir / "config" / "exposures.tsv").write_text("id\timage\tpsf\n" + exposures)
     return 0
 
 
