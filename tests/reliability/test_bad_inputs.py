@@ -14,8 +14,6 @@ from __future__ import annotations
 import gzip
 import re
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import pytest
 import yaml
 from astropy.io import fits
 
+from tests.snakemake_run import run_snakemake
 from psfmatch import io, synth
 
 REPO = Path(__file__).resolve().parents[2]
@@ -178,12 +177,6 @@ def _make_inputs(root: Path) -> list[tuple[str, str, str, dict[str, str]]]:
     return rows
 
 
-def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(workdir), *args],
-        capture_output=True, text=True, timeout=1200, check=False,
-    )
 
 
 def _write_sheet(workdir: Path, rows) -> None:
@@ -209,7 +202,7 @@ def suite_run(tmp_path_factory):
     rows = _make_inputs(workdir / "data")
     _write_sheet(workdir, rows)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(_config()))
-    run = _snakemake(workdir, "--cores", "2", "--keep-going")
+    run = run_snakemake(workdir, "--cores", "2", "--keep-going")
     return workdir, run
 
 
@@ -289,7 +282,7 @@ def test_config_mistakes_stop_before_any_job(tmp_path, name, change, sheet, patt
     shutil.copy(Path(__file__), data)  # any existing file: the sheet's paths must exist
     shutil.copy(Path(__file__), tmp_path / "S")
     (tmp_path / "config" / "pairs.tsv").write_text(sheet or "pair\ttemplate\tscience\na\tT\tS\n")
-    run = _snakemake(tmp_path, "-n")
+    run = run_snakemake(tmp_path, "-n")
     output = run.stdout + run.stderr
     assert run.returncode != 0
     for pattern in patterns:

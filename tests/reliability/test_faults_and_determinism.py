@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.snakemake_run import run_snakemake, snakemake_command
 from psfmatch import io
 from psfmatch.exposure import Exposure
 
@@ -43,14 +44,6 @@ def _prepare(workdir: Path) -> None:
         "results/simulated/good/science.fits\n")
 
 
-def _command(workdir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-            "--directory", str(workdir), *args]
-
-
-def _run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(_command(workdir, *args), capture_output=True, text=True,
-                          timeout=900, check=False)
 
 
 def _products(workdir: Path) -> dict[str, bytes]:
@@ -70,7 +63,7 @@ def reference_run(tmp_path_factory):
     """An uninterrupted --cores 2 run."""
     workdir = tmp_path_factory.mktemp("reference")
     _prepare(workdir)
-    run = _run(workdir, "--cores", "2")
+    run = run_snakemake(workdir, "--cores", "2")
     assert run.returncode == 0, run.stderr[-3000:]
     return workdir
 
@@ -108,7 +101,7 @@ def test_run_killed_mid_write_then_rerun_matches_uninterrupted(reference_run, tm
     workdir = tmp_path / "killed"
     _prepare(workdir)
     results = workdir / "results"
-    proc = subprocess.Popen(_command(workdir, "--cores", "2"), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(snakemake_command(workdir, "--cores", "2"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     caught = None
     deadline = time.monotonic() + 600
@@ -131,9 +124,9 @@ def test_run_killed_mid_write_then_rerun_matches_uninterrupted(reference_run, tm
     final = caught.with_name(caught.name.split("-", 2)[2])
     if caught.exists():
         assert not final.exists(), f"{final} exists although its write was killed"
-    unlock = _run(workdir, "--unlock")
+    unlock = run_snakemake(workdir, "--unlock")
     assert unlock.returncode == 0, unlock.stderr[-2000:]
-    rerun = _run(workdir, "--cores", "2", "--rerun-incomplete")
+    rerun = run_snakemake(workdir, "--cores", "2", "--rerun-incomplete")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert not list(results.rglob(".tmp-*")), "temporary files survived the rerun"
     _assert_identical(_products(reference_run), _products(workdir))
@@ -142,7 +135,7 @@ def test_run_killed_mid_write_then_rerun_matches_uninterrupted(reference_run, tm
 def test_one_core_and_two_cores_give_identical_bytes(reference_run, tmp_path):
     workdir = tmp_path / "one_core"
     _prepare(workdir)
-    run = _run(workdir, "--cores", "1")
+    run = run_snakemake(workdir, "--cores", "1")
     assert run.returncode == 0, run.stderr[-3000:]
     products = _products(workdir)
     assert any(name.endswith("difference.fits") for name in products)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from tests.snakemake_run import run_snakemake
 from psfmatch import io
 from psfmatch.kernel import SpatialKernel
 
@@ -50,12 +49,6 @@ def _base_config(pairs: list[str]) -> dict:
     return config
 
 
-def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(workdir), *args],
-        capture_output=True, text=True, timeout=900, check=False,
-    )
 
 
 def _jobs(dry_run_output: str) -> dict[str, int]:
@@ -70,7 +63,7 @@ def finished_run(tmp_path_factory):
     """One --keep-going run over a good and an empty pair, shared by the tests below."""
     workdir = tmp_path_factory.mktemp("wf")
     _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
-    run = _snakemake(workdir, "--cores", "2", "--keep-going")
+    run = run_snakemake(workdir, "--cores", "2", "--keep-going")
     return workdir, run
 
 
@@ -118,7 +111,7 @@ def test_changing_spatial_order_reruns_only_the_steps_that_read_it(finished_run,
     config["psf_match"]["spatialKernelOrder"] = 2
     _write_config(workdir, config, ["good"])
     try:
-        dry = _snakemake(workdir, "-n", "--cores", "2")
+        dry = run_snakemake(workdir, "-n", "--cores", "2")
         jobs = _jobs(dry.stdout)
         assert {"spatial_fit", "assess", "final_kernel", "convolve"} <= set(jobs), dry.stdout
         assert not {"simulate", "ingest", "warp", "detect", "select", "fit_single_kernels"} & set(jobs)
@@ -133,7 +126,7 @@ def test_a_delta_function_field_is_read_by_no_step_of_an_al_run(finished_run):
     config["psf_match"]["numPrincipalComponents"] = 4  # PCA is off for AL by default
     _write_config(workdir, config, ["good"])
     try:
-        dry = _snakemake(workdir, "-n", "--cores", "2")
+        dry = run_snakemake(workdir, "-n", "--cores", "2")
         assert dry.returncode == 0, dry.stdout + dry.stderr
         assert _jobs(dry.stdout) == {}, dry.stdout
     finally:
@@ -154,7 +147,7 @@ def finished_df_run(tmp_path_factory):
     """The good pair through the same DAG with a delta-function basis (PCA by default)."""
     workdir = tmp_path_factory.mktemp("wf_df")
     _write_config(workdir, _df_config(), ["good"])
-    run = _snakemake(workdir, "--cores", "2")
+    run = run_snakemake(workdir, "--cores", "2")
     assert run.returncode == 0, run.stdout + run.stderr
     return workdir
 
@@ -190,7 +183,7 @@ def test_changing_a_delta_function_field_reruns_only_its_readers(finished_df_run
     config["psf_match"][field] = value
     _write_config(finished_df_run, config, ["good"])
     try:
-        dry = _snakemake(finished_df_run, "-n", "--cores", "2")
+        dry = run_snakemake(finished_df_run, "-n", "--cores", "2")
         assert dry.returncode == 0, dry.stdout + dry.stderr
         jobs = _jobs(dry.stdout)
         assert reran <= set(jobs), dry.stdout
@@ -203,7 +196,7 @@ def test_typo_in_psf_match_fails_before_any_job(tmp_path):
     config = _base_config(["good"])
     config["psf_match"]["kernalSize"] = 21
     _write_config(tmp_path, config, ["good"])
-    run = _snakemake(tmp_path, "-n")
+    run = run_snakemake(tmp_path, "-n")
     assert run.returncode != 0
     assert "kernalSize" in run.stdout + run.stderr
     assert not (tmp_path / "results").exists()
@@ -213,7 +206,7 @@ def test_out_of_range_value_fails_naming_key_and_value(tmp_path):
     config = _base_config(["good"])
     config["psf_match"]["spatialKernelOrder"] = -1
     _write_config(tmp_path, config, ["good"])
-    run = _snakemake(tmp_path, "-n")
+    run = run_snakemake(tmp_path, "-n")
     assert run.returncode != 0
     assert "spatialKernelOrder" in run.stdout + run.stderr
     assert "-1" in run.stdout + run.stderr
@@ -246,7 +239,7 @@ def test_changing_target_fwhm_reruns_only_model_psf_steps(finished_run):
     config["model_psf_match"]["target"]["fwhm"] = 6.0
     _write_config(workdir, config, ["good"])
     try:
-        dry = _snakemake(workdir, "-n", "--cores", "2")
+        dry = run_snakemake(workdir, "-n", "--cores", "2")
         jobs = _jobs(dry.stdout)
         assert {"model_psf_kernel", "model_psf_convolve"} <= set(jobs), dry.stdout
         assert set(jobs) <= {"model_psf_kernel", "model_psf_convolve", "psf_match_all", "all"}
@@ -332,7 +325,7 @@ def test_report_of_a_partly_failed_run_opens_in_chromium(finished_run, tmp_path)
 
     workdir, _ = finished_run
     report = workdir / "report.html"
-    run = _snakemake(workdir, "--report", str(report))
+    run = run_snakemake(workdir, "--report", str(report))
     assert run.returncode == 0, run.stdout + run.stderr
     browser, driver = chromium_or_skip()
     screenshot = tmp_path / "report_candidates.png"
