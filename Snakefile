@@ -1,6 +1,7 @@
 # psfmatch: PSF-matched image subtraction in the manner of LSST ip_diffim.
-# This file is the table of contents only; helpers live in workflow/common.smk,
-# rules in workflow/*.smk, step code in src/psfmatch (called by the scripts/ adapters).
+# This file is the table of contents only: helpers live in workflow/*_helpers.smk and
+# workflow/common.smk, rules in the other workflow/*.smk (one per ip_diffim task), step
+# code in src/psfmatch/steps (called by the scripts/ adapters); see README "Where things are".
 
 configfile: "config/config.yaml"
 
@@ -10,11 +11,14 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/common.smk"
 include: "workflow/resources.smk"
+include: "workflow/model_psf_helpers.smk"
+include: "workflow/report_helpers.smk"
 include: "workflow/simulate.smk"
-include: "workflow/ingest.smk"
-include: "workflow/kernel.smk"
+include: "workflow/prepare.smk"
+include: "workflow/solve.smk"
+include: "workflow/difference.smk"
 include: "workflow/model_psf.smk"
-include: "workflow/qa.smk"
+include: "workflow/report.smk"
 
 
 rule all:
@@ -25,7 +29,7 @@ rule all:
 
 
 # The per-run summary (results/qa/summary.*) is written after every run, also when a
-# pair failed (see workflow/qa.smk for why this is a handler and not a rule).
+# pair failed (see workflow/report.smk for why this is a handler and not a rule).
 onsuccess:
     write_run_summary()
 

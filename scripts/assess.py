@@ -2,7 +2,7 @@
 
 # `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
-from psfmatch.steps import assess
+from psfmatch.steps.solve import assess
 
 with log_to_file(snakemake.log[0]):  # noqa: F821
     assess(
@@ -10,7 +10,7 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         stamps_path=snakemake.input.stamps,
         kernel_path=snakemake.input.kernel,
         output_candidates=snakemake.output.candidates,
-        psf_match=snakemake.params.psf_match,
+        config=snakemake.params.config,
         iteration=int(snakemake.wildcards.iteration),
         label=f"pair {snakemake.wildcards.pair!r}",
     )

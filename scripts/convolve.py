@@ -3,7 +3,7 @@
 # `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
 from psfmatch.resources import check_step_memory
-from psfmatch.steps import convolve
+from psfmatch.steps.difference import convolve
 
 with log_to_file(snakemake.log[0]):  # noqa: F821
     check_step_memory(snakemake.rule, snakemake.input.science, snakemake.resources.mem_mb)  # noqa: F821
@@ -15,6 +15,6 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         difference_path=snakemake.output.difference,
         matched_path=snakemake.output.get("matched"),
         metrics_path=snakemake.output.metrics,
-        psf_match=snakemake.params.psf_match,
+        config=snakemake.params.config,
         label=f"pair {snakemake.wildcards.pair!r}",
     )

@@ -3,7 +3,7 @@
 # `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
 from psfmatch.resources import check_step_memory
-from psfmatch.steps import detect
+from psfmatch.steps.prepare import detect
 
 with log_to_file(snakemake.log[0]):  # noqa: F821
     check_step_memory(snakemake.rule, snakemake.input.science, snakemake.resources.mem_mb)  # noqa: F821
@@ -12,8 +12,6 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         science_path=snakemake.input.science,
         candidates_path=snakemake.output.candidates,
         psf_path=snakemake.output.psf,
-        psf_match=snakemake.params.psf_match,
-        background_box_size=snakemake.params.background_box_size,
-        exclude_mask_planes=snakemake.params.exclude_mask_planes,
+        config=snakemake.params.config,
         label=f"pair {snakemake.wildcards.pair!r}",
     )

@@ -2,7 +2,7 @@
 
 # `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
-from psfmatch.steps import fit_single_kernels
+from psfmatch.steps.solve import fit_single_kernels
 
 with log_to_file(snakemake.log[0]):  # noqa: F821
     fit_single_kernels(
@@ -11,6 +11,6 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         psf_path=snakemake.input.psf,
         output_candidates=snakemake.output.candidates,
         output_kernels=snakemake.output.kernels,
-        psf_match=snakemake.params.psf_match,
+        config=snakemake.params.config,
         label=f"pair {snakemake.wildcards.pair!r}",
     )

@@ -2,13 +2,13 @@
 
 # `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
-from psfmatch.steps import kernel_sum_clip
+from psfmatch.steps.solve import kernel_sum_clip
 
 with log_to_file(snakemake.log[0]):  # noqa: F821
     kernel_sum_clip(
         candidates_path=snakemake.input.candidates,
         output_candidates=snakemake.output.candidates,
-        psf_match=snakemake.params.psf_match,
+        config=snakemake.params.config,
         iteration=int(snakemake.wildcards.iteration),
         label=f"pair {snakemake.wildcards.pair!r}",
     )

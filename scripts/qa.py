@@ -2,7 +2,8 @@
 
 # `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
-from psfmatch.steps import QA_PLOTS, qa
+from psfmatch.qa import QA_PLOTS
+from psfmatch.steps.report import qa
 
 with log_to_file(snakemake.log[0]):  # noqa: F821
     qa(
@@ -15,6 +16,6 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         stamps_path=snakemake.input.stamps,
         metrics_path=snakemake.input.metrics,
         outputs={key: snakemake.output[key] for key in QA_PLOTS},
-        psf_match=snakemake.params.psf_match,
+        config=snakemake.params.config,
         label=f"pair {snakemake.wildcards.pair!r}",
     )

@@ -3,7 +3,7 @@
 # `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
 from psfmatch.resources import check_step_memory
-from psfmatch.steps import select
+from psfmatch.steps.prepare import select
 
 with log_to_file(snakemake.log[0]):  # noqa: F821
     check_step_memory(snakemake.rule, snakemake.input.science, snakemake.resources.mem_mb)  # noqa: F821
@@ -14,9 +14,6 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         psf_path=snakemake.input.psf,
         output_candidates=snakemake.output.candidates,
         output_stamps=snakemake.output.stamps,
-        psf_match=snakemake.params.psf_match,
-        min_snr=snakemake.params.min_snr,
-        exclude_mask_planes=snakemake.params.exclude_mask_planes,
-        max_candidates=snakemake.params.max_candidates,
+        config=snakemake.params.config,
         label=f"pair {snakemake.wildcards.pair!r}",
     )

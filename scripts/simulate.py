@@ -2,7 +2,7 @@
 
 # `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
-from psfmatch.steps import simulate
+from psfmatch.steps.simulate import simulate
 
 with log_to_file(snakemake.log[0]):  # noqa: F821
     simulate(

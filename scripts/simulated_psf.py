@@ -2,7 +2,7 @@
 
 # `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
-from psfmatch.steps import simulated_psf
+from psfmatch.steps.simulate import simulated_psf
 
 with log_to_file(snakemake.log[0]):  # noqa: F821
     simulated_psf(truth_path=snakemake.input.truth, output_path=snakemake.output.psf)

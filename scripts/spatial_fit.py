@@ -2,7 +2,7 @@
 
 # `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
-from psfmatch.steps import spatial_fit
+from psfmatch.steps.solve import spatial_fit
 
 with log_to_file(snakemake.log[0]):  # noqa: F821
     spatial_fit(
@@ -11,7 +11,7 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         stamps_path=snakemake.input.stamps,
         output_kernel=snakemake.output.kernel,
         output_candidates=snakemake.output.candidates,
-        psf_match=snakemake.params.psf_match,
+        config=snakemake.params.config,
         iteration=snakemake.wildcards.get("iteration", "final"),
         label=f"pair {snakemake.wildcards.pair!r}",
     )

@@ -3,7 +3,7 @@
 # `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
 from psfmatch.resources import check_step_memory
-from psfmatch.steps import warp
+from psfmatch.steps.prepare import warp
 
 with log_to_file(snakemake.log[0]):  # noqa: F821
     check_step_memory(snakemake.rule, snakemake.input, snakemake.resources.mem_mb)  # noqa: F821
@@ -12,7 +12,6 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         science_path=snakemake.input.science,
         output_path=snakemake.output.template,
         info_path=snakemake.output.info,
-        warping=snakemake.params.warping,
-        same_grid_tolerance=snakemake.params.same_grid_tolerance,
+        config=snakemake.params.config,
         label=f"pair {snakemake.wildcards.pair!r}",
     )

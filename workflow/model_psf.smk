@@ -1,8 +1,9 @@
-# Model-PSF matching for coadds (ip_diffim ModelPsfMatchTask, reference §8), target
+# Model-PSF matching for coadds (ip_diffim ModelPsfMatchTask, docs/model-psf.md), target
 # `psf_match_all`: every exposure of the sheet `model_psf_match.exposures` is convolved so
 # that its PSF model becomes `model_psf_match.target`. Two jobs per exposure:
 # model_psf_kernel (PSF models -> kernel) and model_psf_convolve (image -> matched image).
-# Helpers (sheet, input functions) are in common.smk.
+# Helpers (sheet, target, input functions) are in model_psf_helpers.smk. Step code:
+# psfmatch.steps.model_psf.
 
 
 rule psf_match_all:
@@ -48,10 +49,7 @@ rule model_psf_kernel:
         "benchmarks/model_psf_kernel/{exposure}.tsv"
     params:
         reader=exposure_reader,
-        target=MODEL_TARGET,
-        kernel_sum=MODEL_PSF.get("kernel_sum", 1.0),
-        psf_match=MODEL_PSF.get("psf_match", {}),
-        kernel=MODEL_PSF.get("kernel", {}),
+        config=step_params("model_psf_kernel"),
         version=psfmatch.__version__,
     container:
         PSFMATCH_CONTAINER

@@ -7,7 +7,7 @@
 import os
 
 from psfmatch.errors import InputFileError  # noqa: E402
-from psfmatch.io_header import read_image_shape  # noqa: E402
+from psfmatch.io.headers import read_image_shape  # noqa: E402
 from psfmatch.resources import estimate  # noqa: E402
 
 # The project image (Containerfile). A local Apptainer image file by default, in the

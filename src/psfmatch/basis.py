@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,7 @@ __all__ = [
     "AlardLuptonChoice",
     "alard_lupton_basis",
     "choose_alard_lupton",
+    "choose_basis",
     "delta_function_basis",
     "polynomial_terms",
     "renormalize_basis",
@@ -65,32 +67,28 @@ class AlardLuptonChoice:
 
 
 def choose_alard_lupton(
+    cfg: Any,
     *,
-    kernel_size: int,
-    sigmas: Sequence[float],
-    degrees: Sequence[int],
     target_fwhm: float | None = None,
     reference_fwhm: float | None = None,
-    scale_by_fwhm: bool = True,
-    kernel_size_fwhm_scaling: float = 6.0,
-    kernel_size_min: int = 21,
-    kernel_size_max: int = 35,
-    gauss_beta: float = 2.0,
-    min_sigma: float = 0.7,
-    min_sigma_deconv: float = 0.4,
 ) -> AlardLuptonChoice:
     """Choose AL sigmas and kernel size from the PSF FWHMs (reference §2.2, current rule).
 
-    ``target_fwhm`` is the FWHM of the image that gets convolved (the template),
-    ``reference_fwhm`` that of the image matched to (the science image). With
-    :math:`\\sigma_K = \\sqrt{a^2 - b^2}` floored at ``floor`` (``a`` the larger,
+    ``cfg`` is a :class:`~psfmatch.config.PsfMatchConfig` (``kernelSize``,
+    ``alardSigGauss``, ``alardDegGauss``, ``scaleByFwhm``, ``kernelSizeFwhmScaling``,
+    ``kernelSizeMin``/``Max``, ``alardGaussBeta``, ``alardMinSig``,
+    ``alardMinSigDeconv``). ``target_fwhm`` is the FWHM of the image that gets convolved
+    (the template), ``reference_fwhm`` that of the image matched to (the science image).
+    With :math:`\\sigma_K = \\sqrt{a^2 - b^2}` floored at ``floor`` (``a`` the larger,
     ``b`` the smaller PSF sigma), the sigmas are :math:`s_0 = \\max(floor, \\sigma_K/\\beta)`
     (``s_0 = \\sigma_K`` for one Gaussian) and :math:`s_i = \\beta s_{i-1}`. The kernel
-    size is ``int(kernel_size_fwhm_scaling · s_last)``, made odd, clamped to
-    ``[kernel_size_min, kernel_size_max]``. If either FWHM is missing or
-    ``scale_by_fwhm`` is false the configured values are used unchanged; if the FWHMs are
-    equal the configured sigmas are kept but the size is recomputed.
+    size is ``int(kernelSizeFwhmScaling · s_last)``, made odd, clamped to
+    ``[kernelSizeMin, kernelSizeMax]``. If either FWHM is missing or ``scaleByFwhm`` is
+    false the configured values are used unchanged; if the FWHMs are equal the configured
+    sigmas are kept but the size is recomputed.
     """
+    kernel_size, sigmas, degrees = cfg.kernel_size, cfg.alard_sig_gauss, cfg.alard_deg_gauss
+    scale_by_fwhm, gauss_beta = cfg.scale_by_fwhm, cfg.alard_gauss_beta
     n = len(sigmas)
     if len(degrees) != n:
         msg = f"alardDegGauss has {len(degrees)} entries but alardSigGauss has {n}"
@@ -108,15 +106,28 @@ def choose_alard_lupton(
         mode = "config"
     elif sigma_r > sigma_t:
         mode = "convolution"
-        sigmas = _sigma_progression(sigma_r, sigma_t, min_sigma, n, gauss_beta)
+        sigmas = _sigma_progression(sigma_r, sigma_t, cfg.alard_min_sig, n, gauss_beta)
     else:
         mode = "deconvolution"
-        sigmas = _sigma_progression(sigma_t, sigma_r, min_sigma_deconv, n, gauss_beta)
-    size = int(kernel_size_fwhm_scaling * sigmas[-1])
+        sigmas = _sigma_progression(sigma_t, sigma_r, cfg.alard_min_sig_deconv, n, gauss_beta)
+    size = int(cfg.kernel_size_fwhm_scaling * sigmas[-1])
     if size % 2 == 0:
         size += 1
-    size = min(kernel_size_max, max(size, kernel_size_min))
+    size = min(cfg.kernel_size_max, max(size, cfg.kernel_size_min))
     return AlardLuptonChoice(sigmas, degrees, size, mode)
+
+
+def choose_basis(
+    cfg: Any, *, target_fwhm: float | None, reference_fwhm: float | None
+) -> AlardLuptonChoice:
+    """The basis a :class:`~psfmatch.config.PsfMatchConfig` asks for, given the two FWHMs.
+
+    Alard–Lupton: :func:`choose_alard_lupton`. Delta functions: ``kernelSize`` pixels,
+    whatever the FWHMs (no sigmas or degrees; mode ``delta-function``).
+    """
+    if cfg.kernel_basis_set == "delta-function":
+        return AlardLuptonChoice((), (), cfg.kernel_size, "delta-function")
+    return choose_alard_lupton(cfg, target_fwhm=target_fwhm, reference_fwhm=reference_fwhm)
 
 
 def _sigma_progression(

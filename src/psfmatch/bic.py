@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from psfmatch.basis import alard_lupton_basis
-from psfmatch.candidates import Stamps, fit_single_kernels
+from psfmatch.candidates import FitOptions, Stamps, fit_single_kernels
 from psfmatch.fit import difference_stamp
 
 __all__ = ["BicChoice", "choose_degrees_by_bic"]
@@ -52,8 +52,7 @@ def choose_degrees_by_bic(
     sigmas: Sequence[float],
     max_degrees: Sequence[int],
     half_width: int,
-    bad_bits: int,
-    **fit_options: object,
+    options: FitOptions,
 ) -> BicChoice:
     """Vote for the AL degrees (module docstring).
 
@@ -65,17 +64,16 @@ def choose_degrees_by_bic(
         AL sigmas and the largest degree of each Gaussian.
     half_width : int
         Kernel half-width.
-    bad_bits : int
-        Mask bits excluded from the residual statistics and the χ² sums.
-    **fit_options
-        Passed to :func:`psfmatch.candidates.fit_single_kernels` (clipping, weighting,
-        background …).
+    options : FitOptions
+        Of the single-kernel fits (clipping, weighting, background, …); its
+        ``residuals.bad_bits`` are also left out of the χ² sums.
 
     Raises
     ------
     ValueError
         No candidate has a GOOD fit with any tuple.
     """
+    bad_bits = options.residuals.bad_bits
     ranges = [range(1, int(d) + 1) for d in max_degrees]
     n = template[0].shape[0]
     best_bic = np.full(n, np.inf)
@@ -84,8 +82,7 @@ def choose_degrees_by_bic(
     for degrees in itertools.product(*ranges):
         basis = alard_lupton_basis(half_width=half_width, sigmas=sigmas, degrees=degrees)
         sizes[degrees] = basis.shape[0]
-        fits = fit_single_kernels(template, science, basis, bad_bits=bad_bits, progress_every=0,
-                                  **fit_options)
+        fits = fit_single_kernels(template, science, basis, options, progress_every=0)
         for i in np.flatnonzero(fits.good):
             t_stamp = (template[0][i], template[1][i], template[2][i])
             s_stamp = (science[0][i], science[1][i], science[2][i])

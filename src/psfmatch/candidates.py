@@ -13,20 +13,27 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from psfmatch.fit import CandidateFitError, candidate_residuals, difference_stamp, fit_candidate
+from psfmatch.kernel import SpatialKernel
 from psfmatch.regularization import LambdaRule
-from psfmatch.stats import clipped_mean_std
+from psfmatch.stats import clipped_mean_std, residual_stats
 
 __all__ = [
+    "FitOptions",
+    "ResidualLimits",
+    "ScoredStamp",
     "SingleFits",
     "active_set",
     "assess_spatial",
     "clip_kernel_sums",
     "fit_single_kernels",
+    "kernel_sum_reasons",
     "reject",
+    "worst_candidates",
 ]
 
 logger = logging.getLogger("psfmatch.candidates")
@@ -62,24 +69,88 @@ class SingleFits:
     reason: np.ndarray
 
 
+@dataclass(frozen=True, kw_only=True)
+class ResidualLimits:
+    """How a candidate's residual statistics are computed and judged.
+
+    ``clipping`` rejects candidates with ``|mean(D/σ)| > mean_max`` or
+    ``std(D/σ) > std_max``; ``bad_bits`` are mask bits left out of the statistics;
+    ``core_radius`` restricts them to a central box of that half-width (None: the whole
+    stamp inside the kernel border).
+    """
+
+    clipping: bool
+    mean_max: float
+    std_max: float
+    bad_bits: int
+    core_radius: int | None
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, clipping: bool, bad_bits: int) -> ResidualLimits:
+        """From a :class:`~psfmatch.config.PsfMatchConfig` (``candidateResidual*``, core stats)."""
+        return cls(
+            clipping=clipping,
+            mean_max=cfg.candidate_residual_mean_max,
+            std_max=cfg.candidate_residual_std_max,
+            bad_bits=bad_bits,
+            core_radius=cfg.candidate_core_radius if cfg.use_core_stats else None,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitOptions:
+    """Options of the per-candidate fits (ip_diffim's ``BuildSingleKernelVisitor``).
+
+    ``regularization`` (the matrix ``H``) and ``regularization_lambda`` (a value or a
+    :class:`~psfmatch.regularization.LambdaRule`) apply to delta-function fits only.
+    """
+
+    fit_background: bool
+    constant_variance_weighting: bool
+    iterate_single_kernel: bool
+    check_condition_number: bool
+    max_condition_number: float
+    condition_number_type: str
+    residuals: ResidualLimits
+    regularization: np.ndarray | None = None
+    regularization_lambda: float | LambdaRule = 0.0
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: Any,
+        *,
+        bad_bits: int,
+        fit_background: bool | None = None,
+        regularization: np.ndarray | None = None,
+        regularization_lambda: float | LambdaRule = 0.0,
+    ) -> FitOptions:
+        """The single-kernel fit options of a :class:`~psfmatch.config.PsfMatchConfig`.
+
+        ``fit_background`` overrides ``fitForBackground`` (a refit uses the choice of the
+        fits it repeats); ``bad_bits`` are the ``badMaskPlanes`` bits of the stamps.
+        """
+        return cls(
+            fit_background=(cfg.fit_for_background if fit_background is None
+                            else fit_background),
+            constant_variance_weighting=cfg.constant_variance_weighting,
+            iterate_single_kernel=cfg.iterate_single_kernel,
+            check_condition_number=cfg.check_condition_number,
+            max_condition_number=cfg.max_condition_number,
+            condition_number_type=cfg.condition_number_type,
+            residuals=ResidualLimits.from_config(
+                cfg, clipping=cfg.single_kernel_clipping, bad_bits=bad_bits),
+            regularization=regularization,
+            regularization_lambda=regularization_lambda,
+        )
+
+
 def fit_single_kernels(
     template: Stamps,
     science: Stamps,
     basis: np.ndarray,
+    options: FitOptions,
     *,
-    fit_background: bool,
-    constant_variance_weighting: bool,
-    iterate_single_kernel: bool,
-    check_condition_number: bool,
-    max_condition_number: float,
-    condition_number_type: str,
-    single_kernel_clipping: bool,
-    residual_mean_max: float,
-    residual_std_max: float,
-    bad_bits: int,
-    core_radius: int | None,
-    regularization: np.ndarray | None = None,
-    regularization_lambda: float | LambdaRule = 0.0,
     progress_every: int = 200,
 ) -> SingleFits:
     """``BuildSingleKernelVisitor`` over every candidate (reference §4, §5.2).
@@ -89,11 +160,12 @@ def fit_single_kernels(
     promotions of the next candidate of a cell free. A candidate is BAD when its fit
     raises, its condition number exceeds the limit (if checked), its residual
     statistics are NaN, or, with clipping, ``|mean(D/σ)|`` or ``std(D/σ)`` exceed the
-    limits.
+    limits (``options.residuals``).
     """
+    o = options
     n = template[0].shape[0]
     k = basis.shape[-1]
-    m = basis.shape[0] + (1 if fit_background else 0)
+    m = basis.shape[0] + (1 if o.fit_background else 0)
     out = {
         "kernels": np.zeros((n, k, k)),
         "coefficients": np.zeros((n, basis.shape[0])),
@@ -115,36 +187,36 @@ def fit_single_kernels(
         try:
             sol = fit_candidate(
                 t_stamp[0], s_stamp[0], weights, basis,
-                fit_background=fit_background,
-                constant_variance_weighting=constant_variance_weighting,
-                regularization=regularization,
-                regularization_lambda=regularization_lambda,
-                condition_number_type=condition_number_type,
+                fit_background=o.fit_background,
+                constant_variance_weighting=o.constant_variance_weighting,
+                regularization=o.regularization,
+                regularization_lambda=o.regularization_lambda,
+                condition_number_type=o.condition_number_type,
             )
-            if check_condition_number and sol.condition_number > max_condition_number:
+            if o.check_condition_number and sol.condition_number > o.max_condition_number:
                 out["condition_number"][i] = sol.condition_number
                 out["reason"][i] = (
-                    f"condition number {sol.condition_number:.3g} > {max_condition_number:.3g}"
+                    f"condition number {sol.condition_number:.3g} > {o.max_condition_number:.3g}"
                 )
                 continue
-            if iterate_single_kernel and not constant_variance_weighting:
+            if o.iterate_single_kernel and not o.constant_variance_weighting:
                 _, diff_var, _ = difference_stamp(t_stamp, s_stamp, sol.kernel, sol.background)
                 half = k // 2
                 refit = weights.copy()
                 refit[half : refit.shape[0] - half, half : refit.shape[1] - half] = diff_var
                 sol = fit_candidate(
                     t_stamp[0], s_stamp[0], refit, basis,
-                    fit_background=fit_background, constant_variance_weighting=False,
-                    regularization=regularization,
-                    regularization_lambda=regularization_lambda,
-                    condition_number_type=condition_number_type,
+                    fit_background=o.fit_background, constant_variance_weighting=False,
+                    regularization=o.regularization,
+                    regularization_lambda=o.regularization_lambda,
+                    condition_number_type=o.condition_number_type,
                 )
         except CandidateFitError as err:
             out["reason"][i] = f"fit failed: {err}"
             continue
-        stats = candidate_residuals(
-            t_stamp, s_stamp, sol.kernel, sol.background, bad_bits=bad_bits, core_radius=core_radius
-        )
+        stats = candidate_residuals(t_stamp, s_stamp, sol.kernel, sol.background,
+                                    bad_bits=o.residuals.bad_bits,
+                                    core_radius=o.residuals.core_radius)
         out["kernels"][i] = sol.kernel
         out["coefficients"][i] = sol.coefficients
         out["background"][i] = sol.background
@@ -155,9 +227,7 @@ def fit_single_kernels(
         out["regularization_lambda"][i] = sol.regularization_lambda
         out["lambda_at_grid_edge"][i] = sol.lambda_at_grid_edge
         out["mean"][i], out["rms"][i], out["npix"][i] = stats.mean, stats.rms, stats.n_pixels
-        reason = _residual_reason(
-            stats.mean, stats.rms, single_kernel_clipping, residual_mean_max, residual_std_max
-        )
+        reason = _residual_reason(stats.mean, stats.rms, o.residuals)
         out["reason"][i] = reason
         out["good"][i] = reason == ""
     return SingleFits(**out)
@@ -174,15 +244,13 @@ def _residual_columns(n: int) -> dict[str, np.ndarray]:
     }
 
 
-def _residual_reason(
-    mean: float, rms: float, clipping: bool, mean_max: float, std_max: float
-) -> str:
+def _residual_reason(mean: float, rms: float, limits: ResidualLimits) -> str:
     if math.isnan(mean) or math.isnan(rms):
         return "residual statistics are NaN"
-    if clipping and abs(mean) > mean_max:
-        return f"|mean(D/sigma)| = {abs(mean):.3f} > {mean_max}"
-    if clipping and rms > std_max:
-        return f"std(D/sigma) = {rms:.3f} > {std_max}"
+    if limits.clipping and abs(mean) > limits.mean_max:
+        return f"|mean(D/sigma)| = {abs(mean):.3f} > {limits.mean_max}"
+    if limits.clipping and rms > limits.std_max:
+        return f"std(D/sigma) = {rms:.3f} > {limits.std_max}"
     return ""
 
 
@@ -263,12 +331,7 @@ def assess_spatial(
     science: Stamps,
     kernels: np.ndarray,
     backgrounds: np.ndarray,
-    *,
-    clipping: bool,
-    residual_mean_max: float,
-    residual_std_max: float,
-    bad_bits: int,
-    core_radius: int | None,
+    limits: ResidualLimits,
 ) -> dict[str, np.ndarray]:
     """``AssessSpatialKernelVisitor`` on the given (active) candidates (reference §5.6).
 
@@ -282,12 +345,10 @@ def assess_spatial(
             (template[0][i], template[1][i], template[2][i]),
             (science[0][i], science[1][i], science[2][i]),
             kernels[i], float(backgrounds[i]),
-            bad_bits=bad_bits, core_radius=core_radius,
+            bad_bits=limits.bad_bits, core_radius=limits.core_radius,
         )
         out["mean"][i], out["rms"][i], out["npix"][i] = stats.mean, stats.rms, stats.n_pixels
-        reason = _residual_reason(
-            stats.mean, stats.rms, clipping, residual_mean_max, residual_std_max
-        )
+        reason = _residual_reason(stats.mean, stats.rms, limits)
         out["reason"][i] = reason
         out["good"][i] = reason == ""
     return out
@@ -306,3 +367,66 @@ def reject(
     reasons = np.broadcast_to(np.asarray(reasons, dtype=object), rows.shape)
     out["reason"] = np.where(rows, reasons, out["reason"]).astype(object)
     return out
+
+
+def kernel_sum_reasons(
+    kernel_sum: np.ndarray, last_pass: Mapping[str, float], max_ksum_sigma: float
+) -> np.ndarray:
+    """Why each kernel sum is an outlier of the last clipping pass (one string per candidate).
+
+    The reason names the candidate's distance from the clipped mean and the limit
+    ``max_ksum_sigma × std`` it exceeds.
+    """
+    mean, std = last_pass["mean"], last_pass["std"]
+    return np.array(
+        [f"|ksum - {mean:.5g}| = {abs(k - mean):.3g} > {max_ksum_sigma} x {std:.3g}"
+         for k in np.asarray(kernel_sum, dtype=np.float64)],
+        dtype=object,
+    )
+
+
+@dataclass(frozen=True)
+class ScoredStamp:
+    """A candidate's residual under a fixed kernel: ``D = S − K ⋆ T − bg`` and its σ².
+
+    ``index`` is the candidate's row in the stamp stacks; ``score`` the rms of ``D/σ``
+    over its unmasked valid pixels (``-inf`` when undefined); ``difference``,
+    ``variance`` and ``mask`` are cropped to the valid region (the stamp less the kernel
+    half-width on each side).
+    """
+
+    index: int
+    score: float
+    difference: np.ndarray
+    variance: np.ndarray
+    mask: np.ndarray
+
+
+def worst_candidates(
+    template: Stamps,
+    science: Stamps,
+    kernel: SpatialKernel,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    bad_bits: int,
+    n: int,
+) -> list[ScoredStamp]:
+    """The ``n`` candidates a spatial kernel fits worst, worst first.
+
+    Every stamp is differenced with the kernel and background evaluated at its centre
+    ``(x[i], y[i])`` (parent pixels) and ranked by the rms of ``D/σ`` over pixels without
+    ``bad_bits``; ties keep the stamps' order.
+    """
+    scored = []
+    for i in range(template[0].shape[0]):
+        xi, yi = float(x[i]), float(y[i])
+        d, var, mask = difference_stamp(
+            (template[0][i], template[1][i], template[2][i]),
+            (science[0][i], science[1][i], science[2][i]),
+            kernel.image_at(xi, yi), float(kernel.background_at(xi, yi)),
+        )
+        rms = residual_stats(d, var, mask, bad_bits=bad_bits, core_radius=None).rms
+        scored.append(ScoredStamp(i, rms if np.isfinite(rms) else -np.inf, d, var, mask))
+    scored.sort(key=lambda item: item.score, reverse=True)
+    return scored[:n]

@@ -22,9 +22,6 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from astropy.stats import sigma_clipped_stats
-from photutils.background import Background2D, MedianBackground
-from photutils.segmentation import SourceCatalog, detect_sources
-from photutils.utils.exceptions import NoDetectionsWarning
 from scipy.spatial import cKDTree
 
 from psfmatch.basis import SIGMA_TO_FWHM
@@ -78,6 +75,10 @@ def _bad_pixels(exposure: Exposure, planes: Iterable[str]) -> np.ndarray:
 
 def _subtract_background(image: np.ndarray, bad: np.ndarray, box_size: int) -> np.ndarray:
     """Return ``image - background`` (new array); ``image`` is not modified."""
+    # photutils is imported where it is used: about 100 MB and 0.3 s at start-up that
+    # the warp and select jobs (which share psfmatch.steps.prepare) do not need.
+    from photutils.background import Background2D, MedianBackground
+
     data = np.where(bad, 0.0, image.astype(np.float64))
     box = (min(int(box_size), data.shape[0]), min(int(box_size), data.shape[1]))
     try:
@@ -173,6 +174,9 @@ def detect_candidates(
         For an unknown ``threshold_type``, a non-positive ``n_pixels_min``,
         ``n_pixels_max < n_pixels_min`` or ``background_box_size < 1``.
     """
+    from photutils.segmentation import SourceCatalog, detect_sources  # see _subtract_background
+    from photutils.utils.exceptions import NoDetectionsWarning
+
     if threshold_type not in THRESHOLD_TYPES:
         msg = f"threshold_type must be one of {THRESHOLD_TYPES}, got {threshold_type!r}"
         raise DetectionError(msg)

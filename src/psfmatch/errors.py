@@ -14,6 +14,7 @@ __all__ = [
     "PairsSheetError",
     "PsfMatchError",
     "PsfModelError",
+    "UndeclaredConfigError",
 ]
 
 
@@ -78,3 +79,14 @@ class MemoryBudgetError(PsfMatchError, ValueError):
 
     The message names the step, the image size, the estimate and the declared value.
     """
+
+
+class UndeclaredConfigError(PsfMatchError, KeyError):
+    """A step read a config field its record (:mod:`psfmatch.steps.fields`) does not declare.
+
+    The workflow passes each step only the fields it declares, so such a read would see
+    the default, not the user's value, and changing the field would not rerun the step.
+    """
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""

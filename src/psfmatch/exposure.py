@@ -29,6 +29,8 @@ __all__ = [
     "DEFAULT_MASK_PLANES",
     "Exposure",
     "PsfModel",
+    "flag_unusable_variance",
+    "planes_bitmask",
     "remap_mask_bits",
 ]
 
@@ -187,3 +189,36 @@ class Exposure:
     def with_(self, **changes: Any) -> Exposure:
         """Return a new exposure with some fields replaced (validated again)."""
         return replace(self, **changes)
+
+
+def flag_unusable_variance(exposure: Exposure) -> tuple[Exposure, int]:
+    """Flag pixels whose variance is <= 0 or not finite ``NO_DATA`` (variance +inf).
+
+    image: unchanged; variance: such pixels become +inf (a weight of 0 everywhere
+    downstream); mask: they gain ``NO_DATA``. Such a variance cannot weight a fit (1/0)
+    or be propagated. Returns the exposure (``exposure`` itself when nothing is flagged)
+    and the number of flagged pixels whose image value is finite.
+    """
+    with np.errstate(invalid="ignore"):
+        bad = ~(exposure.variance > 0) | ~np.isfinite(exposure.variance)
+    if not bad.any():
+        return exposure, 0
+    n_bad = int(np.count_nonzero(bad & np.isfinite(exposure.image)))
+    exp = exposure.with_planes(["NO_DATA"])
+    mask = exp.mask.copy()
+    mask[bad] |= np.int32(1 << exp.mask_planes["NO_DATA"])
+    variance = np.where(bad, np.inf, exp.variance).astype(exp.variance.dtype)
+    return exp.with_(mask=mask, variance=variance), n_bad
+
+
+def planes_bitmask(numberings: Iterable[Mapping[str, int]], planes: Iterable[str]) -> int:
+    """OR of the bits of ``planes`` in every numbering of ``numberings`` (absent planes skipped).
+
+    Stamps cut from two exposures keep both masks; a plane may have a different bit in
+    each, so a test for "any bad plane" needs the bits of both numberings.
+    """
+    planes = tuple(planes)
+    bits = 0
+    for numbering in numberings:
+        bits |= sum(1 << numbering[p] for p in planes if p in numbering)
+    return bits

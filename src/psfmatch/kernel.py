@@ -11,7 +11,6 @@ sum is the photometric scale). It is applied with the correlation of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -181,17 +180,3 @@ class SpatialKernel:
         convolved with one correlation per spatial term.
         """
         return np.tensordot(self.coefficients.T, self.basis, axes=1)
-
-    # ------------------------------------------------------------------ files
-    @classmethod
-    def read(cls, path: str | Path) -> SpatialKernel:
-        """Read a ``kernel.fits`` written by :meth:`write` (via :mod:`psfmatch.io`)."""
-        from psfmatch import io
-
-        return io.read_kernel(path)
-
-    def write(self, path: str | Path) -> None:
-        """Write ``kernel.fits`` (via :mod:`psfmatch.io`)."""
-        from psfmatch import io
-
-        io.write_kernel(path, self)

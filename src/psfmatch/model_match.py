@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from psfmatch.basis import alard_lupton_basis, choose_alard_lupton
+from psfmatch.config import ModelPsfMatchConfig, PsfMatchConfig
 from psfmatch.convolution import correlate
 from psfmatch.errors import (
     ConfigError,
@@ -272,30 +272,9 @@ def match_psf_models(
     reference: PsfModel,
     *,
     bbox: tuple[int, int, int, int],
-    kernel_sum: float = 1.0,
-    kernel_size: int = 21,
-    alard_sig_gauss: Sequence[float] = (0.7, 1.5, 3.0),
-    alard_deg_gauss: Sequence[int] = (4, 2, 2),
-    scale_by_fwhm: bool = False,
-    kernel_size_fwhm_scaling: float = 6.0,
-    kernel_size_min: int = 21,
-    kernel_size_max: int = 35,
-    alard_gauss_beta: float = 2.0,
-    alard_min_sig: float = 0.7,
-    alard_min_sig_deconv: float = 0.4,
-    size_cell_x: int = 128,
-    size_cell_y: int = 128,
-    spatial_kernel_order: int = 2,
-    spatial_model_type: str = "chebyshev1",
-    fit_for_background: bool = False,
-    spatial_bg_order: int = 1,
-    constant_variance_weighting: bool = True,
-    check_condition_number: bool = False,
-    max_condition_number: float = 5.0e7,
-    condition_number_type: str = "EIGENVALUE",
-    do_auto_pad_psf: bool = True,
-    auto_pad_psf_to: float = 1.4,
-    pad_psf_by: int = 0,
+    kernel_sum: float,
+    kernel: PsfMatchConfig,
+    padding: ModelPsfMatchConfig,
     grow_cells: int = 1,
 ) -> ModelMatch:
     """Fit the kernel that matches ``psf`` (spatially varying) to ``reference`` (§8).
@@ -311,16 +290,20 @@ def match_psf_models(
         Inclusive parent bbox of the exposure.
     kernel_sum : float
         Value given to the kernel sum (the constant coefficient of basis 0).
-    Other parameters
-        ip_diffim's ``PsfMatchConfigAL`` fields (PEP 8 names) and
-        ``ModelPsfMatchConfig``'s own (``do_auto_pad_psf``, ``auto_pad_psf_to``,
-        ``pad_psf_by``); ``grow_cells`` is the cell-set growth (1 in ip_diffim).
+    kernel : PsfMatchConfig
+        The kernel options (``ModelPsfMatchConfig.kernel``: AL basis and sizing, cells,
+        spatial orders, background, weighting, condition-number check).
+    padding : ModelPsfMatchConfig
+        ``doAutoPadPsf``, ``autoPadPsfTo``, ``padPsfBy``.
+    grow_cells : int
+        The cell-set growth (1 in ip_diffim).
 
     Raises
     ------
     InsufficientAreaError, KernelTooLargeError, PsfModelError, InsufficientCandidatesError
     """
-    grid = cell_grid(bbox, size_cell_x=size_cell_x, size_cell_y=size_cell_y,
+    cfg = kernel
+    grid = cell_grid(bbox, size_cell_x=cfg.size_cell_x, size_cell_y=cfg.size_cell_y,
                      grow_cells=grow_cells)
     positions = grid.positions
     raw = []
@@ -332,22 +315,16 @@ def match_psf_models(
             raise PsfModelError(msg) from exc
     psf_size = max(max(img.shape) for img in raw)
     psf_size, padding = padded_psf_size(
-        psf_size, kernel_size=kernel_size, do_auto_pad_psf=do_auto_pad_psf,
-        auto_pad_psf_to=auto_pad_psf_to, pad_psf_by=pad_psf_by,
+        psf_size, kernel_size=cfg.kernel_size, do_auto_pad_psf=padding.do_auto_pad_psf,
+        auto_pad_psf_to=padding.auto_pad_psf_to, pad_psf_by=padding.pad_psf_by,
     )
-    check_kernel_size(kernel_size, psf_size)
+    check_kernel_size(cfg.kernel_size, psf_size)
     reference = _resized_reference(reference, psf_size, grid.centre)
 
     psf_fwhm = adaptive_fwhm(_realise(psf, *grid.centre, psf_size, "exposure PSF"))
     reference_image = _realise(reference, *grid.centre, psf_size, "target PSF")
     reference_fwhm = adaptive_fwhm(reference_image)
-    choice = choose_alard_lupton(
-        kernel_size=kernel_size, sigmas=alard_sig_gauss, degrees=alard_deg_gauss,
-        target_fwhm=psf_fwhm, reference_fwhm=reference_fwhm, scale_by_fwhm=scale_by_fwhm,
-        kernel_size_fwhm_scaling=kernel_size_fwhm_scaling, kernel_size_min=kernel_size_min,
-        kernel_size_max=kernel_size_max, gauss_beta=alard_gauss_beta, min_sigma=alard_min_sig,
-        min_sigma_deconv=alard_min_sig_deconv,
-    )
+    choice = choose_alard_lupton(cfg, target_fwhm=psf_fwhm, reference_fwhm=reference_fwhm)
     check_kernel_size(choice.kernel_size, psf_size)
     basis = alard_lupton_basis(half_width=choice.kernel_size // 2, sigmas=choice.sigmas,
                                degrees=choice.degrees)
@@ -371,9 +348,9 @@ def match_psf_models(
         sciences.append(science)
         try:
             solution = fit_candidate(
-                template, science, variance, basis, fit_background=fit_for_background,
-                constant_variance_weighting=constant_variance_weighting,
-                condition_number_type=condition_number_type,
+                template, science, variance, basis, fit_background=cfg.fit_for_background,
+                constant_variance_weighting=cfg.constant_variance_weighting,
+                condition_number_type=cfg.condition_number_type,
             )
         except CandidateFitError as exc:
             status[row], reason[row] = "BAD", f"single fit failed: {exc}"
@@ -381,10 +358,10 @@ def match_psf_models(
             continue
         cond[row] = solution.condition_number
         single_sum[row] = solution.kernel_sum
-        if check_condition_number and solution.condition_number > max_condition_number:
+        if cfg.check_condition_number and solution.condition_number > cfg.max_condition_number:
             status[row] = "BAD"
             reason[row] = (f"condition number {solution.condition_number:.3g} > "
-                           f"maxConditionNumber {max_condition_number:.3g}")
+                           f"maxConditionNumber {cfg.max_condition_number:.3g}")
             solutions.append(None)
             continue
         residual_single[row] = matched_psf_residual(template, science, solution.kernel,
@@ -396,16 +373,17 @@ def match_psf_models(
         msg = "model-PSF matching: no PSF candidate could be fitted (all spatial cells are empty)"
         raise InsufficientCandidatesError(msg, counts)
 
-    kernel_function = SpatialFunction(spatial_kernel_order, spatial_model_type, grid.region)
-    bg_function = (SpatialFunction(spatial_bg_order, spatial_model_type, grid.region)
-                   if fit_for_background else None)
+    kernel_function = SpatialFunction(cfg.spatial_kernel_order, cfg.spatial_model_type,
+                                      grid.region)
+    bg_function = (SpatialFunction(cfg.spatial_bg_order, cfg.spatial_model_type, grid.region)
+                   if cfg.fit_for_background else None)
     fit = fit_spatial(
         [(positions[i][2], positions[i][3]) for i in good],
         [solutions[i].normal_matrix for i in good],
         [solutions[i].normal_vector for i in good],
         n_basis=basis.shape[0], kernel_function=kernel_function,
         background_function=bg_function, constant_first_term=True,
-        condition_number_type=condition_number_type,
+        condition_number_type=cfg.condition_number_type,
     )
     coefficients = fit.kernel_coefficients.copy()
     fitted_sum = float(coefficients[0, 0])
@@ -420,7 +398,7 @@ def match_psf_models(
         "condition_number": fit.condition_number, "n_unknowns": fit.n_unknowns,
         "n_candidates": len(good), "counts": counts,
     }
-    kernel = SpatialKernel(
+    matched_kernel = SpatialKernel(
         basis=basis, coefficients=coefficients, kernel_function=kernel_function,
         background_coefficients=fit.background_coefficients if bg_function else np.zeros(0),
         background_function=bg_function, metadata=summary,
@@ -428,7 +406,7 @@ def match_psf_models(
     residual_spatial = np.full(n, np.nan)
     residual_stamp = np.full(n, np.nan)
     for i in good:
-        k_image = kernel.image_at(positions[i][2], positions[i][3])
+        k_image = matched_kernel.image_at(positions[i][2], positions[i][3])
         residual_spatial[i] = matched_psf_residual(templates[i], sciences[i], k_image,
                                                    fit_region_only=True)
         residual_stamp[i] = matched_psf_residual(templates[i], sciences[i], k_image,
@@ -451,7 +429,7 @@ def match_psf_models(
                 "sum %.6f set to %.6f; max residual (fit region) %.4g of the target peak",
                 len(good), n, fit.condition_number, fitted_sum, kernel_sum,
                 float(np.nanmax(residual_spatial)))
-    return ModelMatch(kernel=kernel, reference=reference, reference_image=reference_image,
+    return ModelMatch(kernel=matched_kernel, reference=reference, reference_image=reference_image,
                       psf_size=psf_size, padding=padding, cells=cells, summary=summary)
 
 

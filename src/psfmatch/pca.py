@@ -10,13 +10,28 @@ others sum to zero, so the kernel sum is the same everywhere.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from psfmatch.basis import renormalize_basis
+from psfmatch.candidates import (
+    FitOptions,
+    Stamps,
+    active_set,
+    clip_kernel_sums,
+    fit_single_kernels,
+    kernel_sum_reasons,
+    reject,
+)
+from psfmatch.errors import InsufficientCandidatesError, PsfMatchError
 
-__all__ = ["MAX_EIGEN_IMAGES", "PcaBasis", "pca_basis"]
+__all__ = ["MAX_EIGEN_IMAGES", "PcaBasis", "PcaRefit", "pca_basis", "pca_refit"]
+
+logger = logging.getLogger("psfmatch.pca")
 
 #: afw's ``ImagePca`` forms at most this many eigen-images.
 MAX_EIGEN_IMAGES = 100
@@ -113,3 +128,108 @@ def pca_basis(kernels: np.ndarray, *, subtract_mean: bool, n_components: int) ->
     basis = renormalize_basis(np.array(kept).reshape(len(kept), ky, kx))
     return PcaBasis(basis=basis, eigenvalues=eigenvalues, n_kernels=n,
                     mean_first=subtract_mean)
+
+
+@dataclass(frozen=True)
+class PcaRefit:
+    """Outcome of :func:`pca_refit`.
+
+    ``table`` is the candidate table with the refit's rejections (stages ``pca`` and
+    ``ksum``); ``basis`` the eigen-kernels; ``normal_matrix``/``normal_vector`` the
+    refitted candidates' normal equations, row ``i`` belonging to candidate
+    ``candidate_ids[i]``; ``description`` the basis as recorded in ``kernel.fits``.
+    """
+
+    table: dict[str, np.ndarray]
+    basis: np.ndarray
+    normal_matrix: np.ndarray
+    normal_vector: np.ndarray
+    candidate_ids: list[int]
+    description: dict[str, Any]
+
+
+def pca_refit(
+    table: Mapping[str, np.ndarray],
+    kernels: np.ndarray,
+    kernel_ids: np.ndarray,
+    template: Stamps,
+    science: Stamps,
+    stamp_ids: np.ndarray,
+    cfg: Any,
+    *,
+    options: FitOptions,
+    iteration: int,
+    fitting_basis: Mapping[str, Any],
+) -> PcaRefit:
+    """PCA basis of the active candidates' kernels, refitted until the refit rejects nothing.
+
+    Each pass takes the active set (``cfg.n_star_per_cell`` GOOD candidates per cell),
+    forms the eigen-kernels of their single kernels (``kernels[i]`` belongs to
+    ``kernel_ids[i]``; ``cfg.subtract_mean_for_pca``, ``cfg.num_principal_components``)
+    and refits those candidates with them (``options``, no regularization). Candidates
+    whose refit fails its residual clipping are rejected (stage ``pca``), the kernel sums
+    are clipped again (``cfg.max_ksum_sigma``, ``cfg.kernel_sum_clipping``; stage
+    ``ksum``) and the next pass starts, as ip_diffim's ``_solve`` restarts on a PCA
+    rejection.
+
+    Raises
+    ------
+    InsufficientCandidatesError
+        No active candidate is left, the PCA cannot be formed, or the kernel-sum
+        statistics fail.
+    """
+    stamp_row = {int(i): p for p, i in enumerate(stamp_ids)}
+    kernel_row = {int(i): p for p, i in enumerate(kernel_ids)}
+    table = {k: np.array(v, copy=True) for k, v in table.items()}
+    n_pass = 0
+    while True:
+        n_pass += 1
+        active = active_set(table["cell"], table["rank"], table["status"] == "GOOD",
+                            cfg.n_star_per_cell)
+        act = np.flatnonzero(active)
+        if act.size == 0:
+            msg = "no active candidate for the PCA basis"
+            raise InsufficientCandidatesError(msg)
+        act_ids = [int(table["id"][r]) for r in act]
+        try:
+            pca = pca_basis(kernels[[kernel_row[i] for i in act_ids]],
+                            subtract_mean=cfg.subtract_mean_for_pca,
+                            n_components=cfg.num_principal_components)
+        except ValueError as err:
+            raise InsufficientCandidatesError(str(err)) from err
+        rows = np.array([stamp_row[i] for i in act_ids], dtype=np.int64)
+        fits = fit_single_kernels(tuple(a[rows] for a in template),
+                                  tuple(a[rows] for a in science), pca.basis, options)
+        logger.info("PCA pass %d: %d kernels, %d components (%.4f of the variance), "
+                    "%d refits rejected", n_pass, pca.n_kernels, pca.basis.shape[0],
+                    pca.explained_fraction, int((~fits.good).sum()))
+        if fits.good.all():
+            break
+        n = len(table["id"])
+        bad = np.zeros(n, dtype=bool)
+        bad[act[~fits.good]] = True
+        reasons = np.full(n, "", dtype=object)
+        reasons[act] = [f"PCA refit: {r}" for r in fits.reason]
+        table = reject(table, bad, stage="pca", iteration=iteration, reasons=reasons)
+        try:
+            rejected, passes = clip_kernel_sums(
+                table["kernel_sum"], table["cell"], table["rank"], table["status"] == "GOOD",
+                n_star_per_cell=cfg.n_star_per_cell, max_ksum_sigma=cfg.max_ksum_sigma,
+                clipping=cfg.kernel_sum_clipping)
+        except PsfMatchError as err:
+            raise InsufficientCandidatesError(str(err)) from err
+        if rejected.any():
+            table = reject(table, rejected, stage="ksum", iteration=iteration,
+                           reasons=kernel_sum_reasons(table["kernel_sum"], passes[-1],
+                                                      cfg.max_ksum_sigma))
+    description = {
+        "type": "pca",
+        "n_components": int(pca.basis.shape[0]),
+        "subtract_mean": cfg.subtract_mean_for_pca,
+        "n_kernels": pca.n_kernels,
+        "explained_fraction": pca.explained_fraction,
+        "eigenvalues": [float(v) for v in pca.eigenvalues[:10]],
+        "fitting_basis": dict(fitting_basis),
+    }
+    return PcaRefit(table, pca.basis, fits.normal_matrix, fits.normal_vector, act_ids,
+                    description)

@@ -1,4 +1,4 @@
-"""PSF models that live in memory (no file I/O here; :mod:`psfmatch.io_psf` reads them).
+"""PSF models that live in memory (no file I/O here; :mod:`psfmatch.io.psfs` reads them).
 
 Every model satisfies :class:`psfmatch.exposure.PsfModel`: ``image_at(x, y)`` returns a
 unit-sum, odd-sized kernel image *centred on its central pixel* (afw's

@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from psfmatch.errors import ConfigError, MemoryBudgetError
-from psfmatch.io_header import read_image_shape
+from psfmatch.io.headers import read_image_shape
 
 __all__ = [
     "STEP_COSTS",
@@ -75,7 +75,7 @@ class StepCost:
 #: Per-step costs (``bench/resource_calibration.py``; fitted values rounded up ~10 %).
 #: ``final_kernel`` runs the spatial-fit code on the last assessment.
 STEP_COSTS: dict[str, StepCost] = {
-    "simulate": StepCost(150, 75, 2.0, 0.6),
+    "simulate": StepCost(175, 75, 2.0, 0.6),
     "ingest": StepCost(100, 40, 2.0, 0.2),
     "warp": StepCost(100, 50, 2.0, 0.3, multithreaded=True),
     "detect": StepCost(200, 70, 3.0, 1.0),

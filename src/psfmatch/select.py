@@ -28,6 +28,8 @@ from psfmatch.exposure import Exposure
 __all__ = [
     "REJECTION_REASONS",
     "SelectionError",
+    "check_overlap",
+    "common_region",
     "cell_grid",
     "cut_stamps",
     "data_overlap",
@@ -87,6 +89,31 @@ def data_overlap(template: Exposure, science: Exposure) -> tuple[int, int, int, 
     if rows.size == 0:
         return None
     return x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]), y0 + int(rows[-1])
+
+
+def check_overlap(template: Exposure, science: Exposure, size_cell_x: int, size_cell_y: int) -> None:
+    """Refuse a pair whose common area with data is smaller than one spatial cell.
+
+    Raises
+    ------
+    SelectionError
+        Naming the common area (or its absence) and the cell size.
+    """
+    box = data_overlap(template, science)
+    width, height = (0, 0) if box is None else (box[2] - box[0] + 1, box[3] - box[1] + 1)
+    if width < size_cell_x or height < size_cell_y:
+        where = ("no pixel" if box is None else
+                 f"only {width} x {height} pixels (x {box[0]}..{box[2]}, y {box[1]}..{box[3]})")
+        msg = (f"template and science share {where} with data, less than one kernel cell "
+               f"(psf_match.sizeCellX={size_cell_x}, sizeCellY={size_cell_y}); "
+               f"not enough area to fit a kernel")
+        raise SelectionError(msg)
+
+
+def common_region(template: Exposure, science: Exposure) -> list[int]:
+    """The region of the spatial model: template bbox ∩ science bbox (inclusive parent)."""
+    t, s = template.bbox, science.bbox
+    return [max(t[0], s[0]), max(t[1], s[1]), min(t[2], s[2]), min(t[3], s[3])]
 
 
 def cell_grid(bbox: Sequence[int], size_cell_x: int, size_cell_y: int) -> np.ndarray:

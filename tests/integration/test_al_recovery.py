@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from psfmatch import io, steps, synth
-from psfmatch.kernel import SpatialKernel
+from psfmatch import io, synth
+from psfmatch.diagnostics import STATS_BAD_PLANES
+from psfmatch.steps.simulate import simulate
 
 from .chain import run_pair
 
@@ -26,7 +27,7 @@ SIMULATION = {"seed": 1, "shape": [2048, 2048], "star_density": 3000.0, "flux_mi
 def products(tmp_path_factory):
     work = tmp_path_factory.mktemp("al")
     template, science, truth = work / "template.fits", work / "science.fits", work / "truth.json"
-    steps.simulate(simulation=SIMULATION, template_path=template, science_path=science,
+    simulate(simulation=SIMULATION, template_path=template, science_path=science,
                    truth_path=truth, sources_path=work / "sources.parquet")
     paths = run_pair(work, template, science, psf_match_overrides={"nStarPerCell": -1})
     return paths, synth.Truth.from_dict(io.read_json(truth)), science
@@ -41,14 +42,14 @@ def _positions(shape):
 
 def test_kernel_sum_within_0p2_percent(products):
     paths, truth, _ = products
-    kernel = SpatialKernel.read(paths["kernel.fits"])
+    kernel = io.read_kernel(paths["kernel.fits"])
     assert kernel.kernel_sum == pytest.approx(truth.photometric_scale, rel=2e-3)
 
 
 @pytest.mark.parametrize("where", ["centre", "lower left", "lower right", "upper left", "upper right"])
 def test_kernel_image_relative_l1_below_3_percent(products, where):
     paths, truth, _ = products
-    kernel = SpatialKernel.read(paths["kernel.fits"])
+    kernel = io.read_kernel(paths["kernel.fits"])
     x, y = _positions(SIMULATION["shape"])[where]
     fitted = kernel.image_at(x, y)
     true = truth.kernel.kernel_at(x, y)
@@ -73,7 +74,7 @@ def test_star_residuals_match_the_true_kernel(products):
                  - truth.background_at(x + science.xy0[0], y + science.xy0[1]))
     table = io.read_table(paths["final.parquet"]).columns
     used = table["status"] == "GOOD"
-    bad = difference.plane_bitmask(steps.STATS_BAD_PLANES)
+    bad = difference.plane_bitmask(STATS_BAD_PLANES)
     sigma = np.sqrt(difference.variance)
     fitted_z, true_z = [], []
     for x0, y0, x1, y1 in zip(*(table[c][used] for c in

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from psfmatch import io, steps
-from psfmatch.kernel import SpatialKernel
+from psfmatch import io
+from psfmatch.steps.simulate import simulate
 
 from .chain import run_pair
 
@@ -22,7 +22,7 @@ SIMULATION = {"seed": 11, "shape": [384, 384], "star_density": 4000.0, "flux_min
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     work = tmp_path_factory.mktemp("options")
-    steps.simulate(simulation=SIMULATION, template_path=work / "t.fits",
+    simulate(simulation=SIMULATION, template_path=work / "t.fits",
                    science_path=work / "s.fits", truth_path=work / "truth.json",
                    sources_path=work / "sources.parquet")
     return work, io.read_json(work / "truth.json")
@@ -45,7 +45,7 @@ def test_bic_degrees_are_used_and_recorded(pair):
     assert bic["n_voters"] == sum(bic["votes"].values()) > 0
     assert bic["votes"][",".join(map(str, degrees))] == max(bic["votes"].values())
     # the kernel is built on the chosen degrees: Σ (d+1)(d+2)/2 basis kernels
-    kernel = SpatialKernel.read(paths["kernel.fits"])
+    kernel = io.read_kernel(paths["kernel.fits"])
     assert kernel.basis.shape[0] == sum((d + 1) * (d + 2) // 2 for d in degrees)
     assert metrics["basis"]["degrees"] == list(degrees)
     assert metrics["kernel_sum"] == pytest.approx(pair[1]["photometric_scale"], rel=0.01)
@@ -55,7 +55,7 @@ def test_pca_spatial_basis_over_alard_lupton_kernels(pair):
     paths, metrics = _run(pair, "al_pca", {"usePcaForSpatialKernel": True})
     assert metrics["basis"]["type"] == "pca"
     assert metrics["basis"]["fitting_basis"]["type"] == "alard-lupton"
-    kernel = SpatialKernel.read(paths["kernel.fits"])
+    kernel = io.read_kernel(paths["kernel.fits"])
     assert kernel.basis.shape[0] == 5  # numPrincipalComponents, mean included
     # q = 1: one constant coefficient + 4 x 3 spatial ones + 6 background terms
     assert metrics["n_spatial_unknowns"] == 1 + 4 * 3 + 6
@@ -69,7 +69,7 @@ def test_delta_functions_without_pca(pair):
     paths, metrics = _run(pair, "df_plain", {"kernelBasisSet": "delta-function",
                                              "usePcaForSpatialKernel": False,
                                              "lambdaValue": 1.0e4})
-    kernel = SpatialKernel.read(paths["kernel.fits"])
+    kernel = io.read_kernel(paths["kernel.fits"])
     assert kernel.basis.shape == (441, 21, 21)
     assert metrics["n_spatial_unknowns"] == 441 * 3 + 6  # no constant first term
     scale = pair[1]["photometric_scale"]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from psfmatch import io, steps
+from psfmatch import io
+from psfmatch.steps.ingest import ingest
 
 from .chain import run_pair
 
@@ -34,9 +35,9 @@ def results(tmp_path_factory):
     if not data.is_dir():
         pytest.skip(f"real data folder {data} is absent")
     work = tmp_path_factory.mktemp("decam_df")
-    steps.ingest(inputs={"image": str(data / "DEC-OBS18a.mini.fits")},
+    ingest(inputs={"image": str(data / "DEC-OBS18a.mini.fits")},
                  output_path=work / "t.fits", label="template")
-    steps.ingest(inputs={"image": str(data / "DEC-OBS04a.mini.fits")},
+    ingest(inputs={"image": str(data / "DEC-OBS04a.mini.fits")},
                  output_path=work / "s.fits", label="science")
     out = {}
     for i, (name, overrides) in enumerate(RUNS.items()):

@@ -23,8 +23,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from psfmatch import io, steps, synth
+from psfmatch import io, synth
 from psfmatch.kernel import SpatialKernel
+from psfmatch.steps.simulate import simulate
 
 from .chain import run_pair
 
@@ -50,7 +51,7 @@ POSITIONS = {"centre": (SHAPE / 2, SHAPE / 2), "lower left": (100, 100),
 def pair(tmp_path_factory):
     work = tmp_path_factory.mktemp("jump")
     paths = {n: work / f"{n}.fits" for n in ("template", "science")}
-    steps.simulate(simulation=SIMULATION, template_path=paths["template"],
+    simulate(simulation=SIMULATION, template_path=paths["template"],
                    science_path=paths["science"], truth_path=work / "truth.json",
                    sources_path=work / "sources.parquet")
     truth = synth.Truth.from_dict(io.read_json(work / "truth.json"))
@@ -74,7 +75,7 @@ def _run(pair, name, overrides):
     (work / name).mkdir()
     products = run_pair(work / name, paths["template"], paths["science"],
                         psf_match_overrides=overrides, max_candidates=300)
-    return products, _relative_l1(SpatialKernel.read(products["kernel.fits"]), truth)
+    return products, _relative_l1(io.read_kernel(products["kernel.fits"]), truth)
 
 
 def test_df_regularized_pca_recovers_two_component_kernel_and_al_cannot(pair):

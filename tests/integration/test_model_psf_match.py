@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.conftest import REAL_DATA
 
-from psfmatch import io, steps
+from psfmatch import io
 from psfmatch.basis import SIGMA_TO_FWHM
+from psfmatch.config import model_kernel_config
 from psfmatch.errors import ConfigError, PsfModelError
 from psfmatch.exposure import Exposure
-from psfmatch.io_psf import read_psf_model
-from psfmatch.kernel import SpatialKernel
+from psfmatch.io.psfs import read_psf_model
 from psfmatch.psf import GaussianPsf, ImagePsf
-from tests.conftest import REAL_DATA
+from psfmatch.steps.model_psf import model_psf_convolve, model_psf_kernel
 
 DES_PSFEX = REAL_DATA / "psfex_models" / "DECam_00154912_12_psfcat.psf"
 
@@ -30,12 +31,13 @@ def _run(tmp_path, exposure_path, target, kernel_sum=1.0, psf=None):
     out = {name: str(tmp_path / name) for name in
            ("kernel.fits", "cells.parquet", "target_psf.fits", "matched.fits", "metrics.json")}
     inputs = {"image": str(exposure_path), **({"psf": str(psf)} if psf else {})}
-    steps.model_psf_kernel(
-        inputs=inputs, reader={}, target=target, target_inputs={}, kernel_sum=kernel_sum,
-        psf_match={}, kernel={}, kernel_path=out["kernel.fits"], cells_path=out["cells.parquet"],
+    model_psf_kernel(
+        inputs=inputs, reader={}, target_inputs={},
+        config={"model_psf_match": {"target": target, "kernel_sum": kernel_sum}},
+        kernel_path=out["kernel.fits"], cells_path=out["cells.parquet"],
         target_psf_path=out["target_psf.fits"], label="exposure 'test'",
     )
-    steps.model_psf_convolve(
+    model_psf_convolve(
         inputs=inputs, reader={}, kernel_path=out["kernel.fits"], cells_path=out["cells.parquet"],
         target_psf_path=out["target_psf.fits"], matched_path=out["matched.fits"],
         metrics_path=out["metrics.json"], label="exposure 'test'",
@@ -67,7 +69,7 @@ def test_gaussian_sigma_1p5_to_2p5_measured_on_injected_stars(tmp_path, kernel_s
     out = _run(tmp_path, tmp_path / "exposure.fits",
                {"model": "gaussian", "fwhm": 2.5 * SIGMA_TO_FWHM}, kernel_sum=kernel_sum)
 
-    kernel = SpatialKernel.read(out["kernel.fits"])
+    kernel = io.read_kernel(out["kernel.fits"])
     for x, y in ((0.0, 0.0), (128.0, 128.0), (-100.0, 300.0), (255.0, 10.0)):
         assert kernel.sum_at(x, y) == pytest.approx(kernel_sum, abs=1e-6)
     matched = io.read_exposure(out["matched.fits"])
@@ -111,9 +113,9 @@ def test_exposure_without_psf_model_names_the_file(tmp_path):
 
 def test_unsupported_kernel_options_are_refused():
     with pytest.raises(ConfigError, match="kernelBasisSet"):
-        steps.model_kernel_config({"kernelBasisSet": "delta-function"})
+        model_kernel_config({"kernelBasisSet": "delta-function"})
     with pytest.raises(ConfigError, match="spatialKernelClipping"):
-        steps.model_kernel_config({"spatialKernelClipping": True})
+        model_kernel_config({"spatialKernelClipping": True})
 
 
 @pytest.mark.slow

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from psfmatch import io, steps
-from psfmatch.kernel import SpatialKernel
+from psfmatch import io
+from psfmatch.qa import QA_PLOTS
+from psfmatch.steps.ingest import ingest
+from psfmatch.steps.report import qa
 
 from .chain import run_pair, shipped_config
 
@@ -19,17 +21,17 @@ DECAM_OVERRIDES = {"detectionConfig": {"detThreshold": 5.0}, "spatialKernelOrder
 
 
 def run_qa(workdir: Path, paths: dict[str, Path], psf_match: dict, science: Path) -> dict:
-    """steps.qa on the products of chain.run_pair; PNGs under workdir/qa."""
+    """qa on the products of chain.run_pair; PNGs under workdir/qa."""
     n_iter = psf_match["maxSpatialIterations"]
-    outputs = {key: str(workdir / "qa" / f"{key}.png") for key in steps.QA_PLOTS}
+    outputs = {key: str(workdir / "qa" / f"{key}.png") for key in QA_PLOTS}
     (workdir / "qa").mkdir(exist_ok=True)
-    drawn = steps.qa(
+    drawn = qa(
         science_path=str(science), template_path=str(paths["warped.fits"]),
         difference_path=str(paths["difference.fits"]), kernel_path=str(paths["kernel.fits"]),
         candidates_path=str(paths["final.parquet"]),
         ksum_paths=[str(workdir / f"iter{i}_ksum.parquet") for i in range(n_iter)],
         stamps_path=str(paths["stamps.fits"]), metrics_path=str(paths["metrics.json"]),
-        outputs=outputs, psf_match=psf_match, label=f"pair {workdir.name!r}")
+        outputs=outputs, config={"psf_match": psf_match}, label=f"pair {workdir.name!r}")
     return drawn, outputs
 
 
@@ -37,9 +39,9 @@ def test_decam_pair_gets_every_plot_from_its_products(tmp_path):
     data = REAL / "decam_sfft_stamps_i"
     if not data.is_dir():
         pytest.skip(f"real data folder {data} is absent")
-    steps.ingest(inputs={"image": str(data / "DEC-OBS18a.mini.fits")},
+    ingest(inputs={"image": str(data / "DEC-OBS18a.mini.fits")},
                  output_path=tmp_path / "t.fits", label="template")
-    steps.ingest(inputs={"image": str(data / "DEC-OBS04a.mini.fits")},
+    ingest(inputs={"image": str(data / "DEC-OBS04a.mini.fits")},
                  output_path=tmp_path / "s.fits", label="science")
     paths = run_pair(tmp_path, tmp_path / "t.fits", tmp_path / "s.fits",
                      psf_match_overrides=DECAM_OVERRIDES)
@@ -50,7 +52,7 @@ def test_decam_pair_gets_every_plot_from_its_products(tmp_path):
         assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", key
     table = io.read_table(paths["final.parquet"]).columns
     metrics = io.read_json(paths["metrics.json"])
-    kernel = SpatialKernel.read(paths["kernel.fits"])
+    kernel = io.read_kernel(paths["kernel.fits"])
     candidates = drawn["candidates"].data
     # one red marker per BAD candidate, per rejection stage, at its position
     bad = table["status"] == "BAD"

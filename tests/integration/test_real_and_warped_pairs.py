@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from psfmatch import io, steps
+from psfmatch import io
+from psfmatch.steps.ingest import ingest
+from psfmatch.steps.simulate import simulate
 
 from .chain import run_pair
 
@@ -24,9 +26,9 @@ def _needs(folder: str) -> Path:
 def test_decam_seeing_mismatch_pair(tmp_path):
     """DECam i band, same grid, seeing 3.9 → 5.2 px; variance from GAIN/RDNOISE/AVSKY."""
     data = _needs("decam_sfft_stamps_i")
-    steps.ingest(inputs={"image": str(data / "DEC-OBS18a.mini.fits")},
+    ingest(inputs={"image": str(data / "DEC-OBS18a.mini.fits")},
                  output_path=tmp_path / "t.fits", label="template")
-    steps.ingest(inputs={"image": str(data / "DEC-OBS04a.mini.fits")},
+    ingest(inputs={"image": str(data / "DEC-OBS04a.mini.fits")},
                  output_path=tmp_path / "s.fits", label="science")
     # 256² stamps with a handful of stars: a spatially constant kernel, 5-sigma detection.
     paths = run_pair(tmp_path, tmp_path / "t.fits", tmp_path / "s.fits", psf_match_overrides={
@@ -46,7 +48,7 @@ def test_jwst_pair_with_error_maps(tmp_path):
     data = _needs("jwst_nircam_a2744_f200w")
     for role, stem in (("t", "jw01324001001-01324-o001_t001_nircam_clear-f200w_i2d_stamp"),
                        ("s", "jw02561001002-02561-o001_t003_nircam_clear-f200w_i2d_stamp")):
-        steps.ingest(inputs={"image": str(data / f"{stem}.fits"),
+        ingest(inputs={"image": str(data / f"{stem}.fits"),
                              "error": str(data / f"{stem}.noise.fits")},
                      output_path=tmp_path / f"{role}.fits", label=role)
     paths = run_pair(tmp_path, tmp_path / "t.fits", tmp_path / "s.fits")
@@ -66,7 +68,7 @@ def test_simulated_pair_on_two_grids_is_warped_and_subtracts_cleanly(tmp_path):
         work.mkdir()
         sim = {"seed": 5, "shape": [1024, 1024], "star_density": 3000.0, "flux_min": 3000.0,
                "template_offset": offset}
-        steps.simulate(simulation=sim, template_path=work / "t.fits",
+        simulate(simulation=sim, template_path=work / "t.fits",
                        science_path=work / "s.fits", truth_path=work / "truth.json",
                        sources_path=work / "sources.parquet")
         paths = run_pair(work, work / "t.fits", work / "s.fits")

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import yaml
 from astropy.io import fits
-
 from tests.snakemake_run import run_snakemake
+
 from psfmatch import io, synth
 
 REPO = Path(__file__).resolve().parents[2]

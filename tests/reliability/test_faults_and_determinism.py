@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from tests.snakemake_run import run_snakemake, snakemake_command
+
 from psfmatch import io
 from psfmatch.exposure import Exposure
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.integration.chain import run_pair
 
 from psfmatch import io, synth
 from psfmatch.spatial import SpatialFitError, SpatialFunction, fit_spatial_reducing_order
-from tests.integration.chain import run_pair
 
 BBOX = (0, 0, 1023, 1023)
 

@@ -13,8 +13,10 @@ from psfmatch.basis import (
     polynomial_terms,
     renormalize_basis,
 )
+from psfmatch.config import PsfMatchConfig
 
-DEFAULTS = {"kernel_size": 21, "sigmas": (0.7, 1.5, 3.0), "degrees": (4, 2, 2)}
+#: ip_diffim's PsfMatchConfigAL defaults (kernelSize 21, sigmas 0.7/1.5/3.0, degrees 4/2/2).
+DEFAULTS = PsfMatchConfig()
 
 
 def test_polynomial_term_order_is_afw_order():
@@ -56,7 +58,7 @@ def test_renormalize_three_analytic_gaussians():
     ],
 )
 def test_al_sizing_rule_matches_reference_examples(target, reference, mode, sigmas, size):
-    choice = choose_alard_lupton(**DEFAULTS, target_fwhm=target, reference_fwhm=reference)
+    choice = choose_alard_lupton(DEFAULTS, target_fwhm=target, reference_fwhm=reference)
     assert choice.mode == mode
     np.testing.assert_allclose(choice.sigmas, sigmas, atol=1e-4)
     assert choice.kernel_size == size
@@ -64,10 +66,10 @@ def test_al_sizing_rule_matches_reference_examples(target, reference, mode, sigm
 
 
 def test_al_sizing_without_fwhm_uses_config():
-    choice = choose_alard_lupton(**DEFAULTS)
+    choice = choose_alard_lupton(DEFAULTS)
     assert (choice.mode, choice.kernel_size, choice.sigmas) == ("config", 21, (0.7, 1.5, 3.0))
     with pytest.raises(ValueError, match="kernelSize must be odd, got 22"):
-        choose_alard_lupton(kernel_size=22, sigmas=(1.0,), degrees=(2,))
+        PsfMatchConfig.from_lsst({"kernelSize": 22})
 
 
 def test_delta_function_basis():

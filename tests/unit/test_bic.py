@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 from psfmatch.bic import choose_degrees_by_bic
+from psfmatch.candidates import FitOptions, ResidualLimits
 
 HALF = 7
 STAMP = 4 * HALF + 5
-FIT = {"fit_background": False, "constant_variance_weighting": True,
-       "iterate_single_kernel": False, "check_condition_number": False,
-       "max_condition_number": 1e99, "condition_number_type": "EIGENVALUE",
-       "single_kernel_clipping": False, "residual_mean_max": 1.0, "residual_std_max": 10.0,
-       "core_radius": None}
+FIT = FitOptions(fit_background=False, constant_variance_weighting=True,
+                 iterate_single_kernel=False, check_condition_number=False,
+                 max_condition_number=1e99, condition_number_type="EIGENVALUE",
+                 residuals=ResidualLimits(clipping=False, mean_max=1.0, std_max=10.0,
+                                          bad_bits=0, core_radius=None))
 
 
 def _stamps(kernel, rng, n=12, noise=2.0):
@@ -45,7 +46,7 @@ def test_a_plain_gaussian_votes_for_the_lowest_degrees():
     rng = np.random.default_rng(4)
     t, s = _stamps(_kernel(1.5), rng)
     choice = choose_degrees_by_bic(t, s, sigmas=(0.7, 1.5, 3.0), max_degrees=(4, 2, 2),
-                                   half_width=HALF, bad_bits=0, **FIT)
+                                   half_width=HALF, options=FIT)
     assert choice.degrees == (1, 1, 1)
     assert choice.n_voters == 12
     assert sum(choice.votes.values()) == 12
@@ -56,7 +57,7 @@ def test_a_skewed_kernel_votes_for_more_terms():
     rng = np.random.default_rng(5)
     t, s = _stamps(_kernel(1.2, dx=1.0, skew=0.6), rng)
     choice = choose_degrees_by_bic(t, s, sigmas=(0.7, 1.5, 3.0), max_degrees=(4, 2, 2),
-                                   half_width=HALF, bad_bits=0, **FIT)
+                                   half_width=HALF, options=FIT)
     assert sum(choice.degrees) > 3, choice
     assert choice.votes[",".join(map(str, choice.degrees))] >= 6  # a clear majority of 12
 
@@ -67,4 +68,4 @@ def test_no_good_fit_raises():
     bad = (t[0], t[1], t[2]), (s[0] * np.nan, s[1], s[2])
     with pytest.raises(ValueError, match="no candidate has a good fit"):
         choose_degrees_by_bic(*bad, sigmas=(0.7, 1.5), max_degrees=(2, 1), half_width=HALF,
-                              bad_bits=0, **FIT)
+                              options=FIT)

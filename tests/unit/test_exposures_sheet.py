@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from psfmatch.errors import ExposuresSheetError
-from psfmatch.io_sheet import read_exposures
+from psfmatch.io.sheets import read_exposures
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "exposures.schema.yaml").read_text())

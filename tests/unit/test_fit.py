@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from psfmatch.basis import alard_lupton_basis, choose_alard_lupton, delta_function_basis
+from psfmatch.config import PsfMatchConfig
 from psfmatch.convolution import correlate
 from psfmatch.fit import CandidateFitError, difference_stamp, fit_candidate
 
@@ -50,10 +51,8 @@ def test_al_basis_recovers_gaussian_to_gaussian_kernel():
     sigma_t, sigma_s = 2.0, 3.0
     template = 1e4 * _gaussian((43, 43), sigma_t, sigma_t) / (2 * np.pi * sigma_t**2)
     science = 1.3e4 * _gaussian((43, 43), sigma_s, sigma_s) / (2 * np.pi * sigma_s**2)
-    choice = choose_alard_lupton(
-        kernel_size=21, sigmas=(0.7, 1.5, 3.0), degrees=(4, 2, 2),
-        target_fwhm=2.3548 * sigma_t, reference_fwhm=2.3548 * sigma_s,
-    )
+    choice = choose_alard_lupton(PsfMatchConfig(), target_fwhm=2.3548 * sigma_t,
+                                 reference_fwhm=2.3548 * sigma_s)
     basis = alard_lupton_basis(
         half_width=choice.kernel_size // 2, sigmas=choice.sigmas, degrees=choice.degrees
     )

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from astropy.wcs import WCS
 
+from psfmatch.config import ModelPsfMatchConfig
 from psfmatch.errors import ConfigError, InsufficientAreaError, KernelTooLargeError
 from psfmatch.exposure import Exposure
 from psfmatch.model_match import (
@@ -20,7 +21,16 @@ from psfmatch.psf import DoubleGaussianPsf
 # test_modelPsfMatch: ModelPsfMatch defaults with kernelSize = kernelSizeMin = 9 on a
 # 256 x 256 exposure (2 x sizeCellX) whose PSF is DoubleGaussianPsf(11, 11, 2.0).
 BBOX = (0, 0, 255, 255)
-SMALL = {"kernel_size": 9, "kernel_size_min": 9}
+SMALL = {"kernelSize": 9, "kernelSizeMin": 9}
+
+
+def _match(psf, reference, *, bbox=BBOX, kernel_sum=1.0, padding=None, **kernel):
+    """match_psf_models with ModelPsfMatch's defaults, SMALL and ``kernel`` (LSST names)."""
+    return match_psf_models(
+        psf, reference, bbox=bbox, kernel_sum=kernel_sum,
+        kernel=ModelPsfMatchConfig.kernel_from_lsst({**SMALL, **kernel}),
+        padding=ModelPsfMatchConfig.from_lsst(padding or {}, where="model_psf_match.psf_match"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +77,8 @@ def test_insufficient_area_without_the_cell_growth():
 def test_too_big(exposure_psf):
     """testTooBig: no auto padding, kernelSize 11 > 9 (largest odd below 11) -> error."""
     with pytest.raises(KernelTooLargeError) as err:
-        match_psf_models(exposure_psf, DoubleGaussianPsf(3.7, size=11), bbox=BBOX,
-                         kernel_size=11, kernel_size_min=11, do_auto_pad_psf=False)
+        _match(exposure_psf, DoubleGaussianPsf(3.7, size=11), kernelSize=11, kernelSizeMin=11,
+               padding={"doAutoPadPsf": False})
     message = str(err.value)
     for remedy in ("kernelSize <= 9", "doAutoPadPsf: true", "padPsfBy >= 2"):
         assert remedy in message
@@ -78,8 +88,8 @@ def test_too_big(exposure_psf):
 @pytest.mark.parametrize("kernel_sum", [0.5, 1.0, 2.7])
 def test_match_kernel_sum(exposure_psf, order, kernel_sum):
     """testMatch: the kernel's sum at (0, 0) equals kernelSum (7 places)."""
-    result = match_psf_models(exposure_psf, DoubleGaussianPsf(3.7, size=13), bbox=BBOX,
-                              kernel_sum=kernel_sum, spatial_kernel_order=order, **SMALL)
+    result = _match(exposure_psf, DoubleGaussianPsf(3.7, size=13), kernel_sum=kernel_sum,
+                    spatialKernelOrder=order)
     assert result.kernel.sum_at(0.0, 0.0) == pytest.approx(kernel_sum, abs=5e-8)
     assert result.kernel.kernel_function.order == order
     assert set(result.cells["status"]) == {"GOOD"}
@@ -97,8 +107,8 @@ def test_normalised_convolution_keeps_flux_whatever_the_kernel_sum(exposure_psf)
     exposure = _exposure(psf=exposure_psf)
     exposure = exposure.with_(image=np.full(exposure.shape, 7.0, np.float32))
     for kernel_sum in (0.5, 2.7):
-        result = match_psf_models(exposure_psf, DoubleGaussianPsf(3.7, size=13),
-                                  bbox=exposure.bbox, kernel_sum=kernel_sum, **SMALL)
+        result = _match(exposure_psf, DoubleGaussianPsf(3.7, size=13), bbox=exposure.bbox,
+                        kernel_sum=kernel_sum)
         out = psf_matched_exposure(exposure, result.kernel, result.reference_image)
         finite = np.isfinite(out.image)
         assert finite.sum() == (64 - 8) ** 2
@@ -111,8 +121,8 @@ def test_normalised_convolution_keeps_flux_whatever_the_kernel_sum(exposure_psf)
 
 def test_adjust_model_size(exposure_psf):
     """testAdjustModelSize: a 13 x 13 reference is resized to the 11 x 11 PSF images."""
-    result = match_psf_models(exposure_psf, DoubleGaussianPsf(3.7, size=13), bbox=BBOX,
-                              do_auto_pad_psf=False, **SMALL)
+    result = _match(exposure_psf, DoubleGaussianPsf(3.7, size=13),
+                    padding={"doAutoPadPsf": False})
     assert result.psf_size == 11
     assert result.reference_image.shape == (11, 11)
     assert result.reference.sigma1 == 3.7
@@ -121,25 +131,23 @@ def test_adjust_model_size(exposure_psf):
 def test_pad_psf(exposure_psf):
     """testPadPsf: auto padding -> nextOdd(9 x 1.4) = 13; padPsfBy 0/2/4 -> 11/13/15."""
     reference = DoubleGaussianPsf(3.7, size=13)
-    auto = match_psf_models(exposure_psf, reference, bbox=BBOX, **SMALL)
+    auto = _match(exposure_psf, reference)
     assert auto.reference_image.shape == (13, 13)
     for pad, width in ((0, 11), (2, 13), (4, 15)):
-        result = match_psf_models(exposure_psf, reference, bbox=BBOX, do_auto_pad_psf=False,
-                                  pad_psf_by=pad, **SMALL)
+        result = _match(exposure_psf, reference,
+                        padding={"doAutoPadPsf": False, "padPsfBy": pad})
         assert result.reference_image.shape == (width, width)
         assert result.padding == pad
     for pad in (1, 3, 5):
         with pytest.raises(ValueError, match="padPsfBy must be even"):
-            match_psf_models(exposure_psf, reference, bbox=BBOX, do_auto_pad_psf=False,
-                             pad_psf_by=pad, **SMALL)
+            _match(exposure_psf, reference, padding={"doAutoPadPsf": False, "padPsfBy": pad})
     assert issubclass(ConfigError, ValueError)
 
 
 def test_propagate_metadata_wcs_and_edges(exposure_psf):
     """testPropagateVisitInfo, plus afw's edge pixels and the attached target PSF."""
     exposure = _exposure(psf=exposure_psf)
-    result = match_psf_models(exposure_psf, DoubleGaussianPsf(3.7, size=13), bbox=exposure.bbox,
-                              **SMALL)
+    result = _match(exposure_psf, DoubleGaussianPsf(3.7, size=13), bbox=exposure.bbox)
     out = psf_matched_exposure(exposure, result.kernel, result.reference_image)
     assert out.metadata == exposure.metadata
     assert out.xy0 == exposure.xy0

@@ -7,12 +7,13 @@ import math
 import numpy as np
 import pytest
 from astropy.io import fits
+from tests.conftest import REAL_DATA
 
 from psfmatch import io
 from psfmatch.basis import SIGMA_TO_FWHM
 from psfmatch.errors import ExposureError, InputFileError
 from psfmatch.exposure import Exposure
-from psfmatch.io_psf import read_psf_model, write_psf_image
+from psfmatch.io.psfs import read_psf_model, write_psf_image
 from psfmatch.psf import (
     DoubleGaussianPsf,
     GaussianPsf,
@@ -23,7 +24,6 @@ from psfmatch.psf import (
     analytic_psf,
     embed_centred,
 )
-from tests.conftest import REAL_DATA
 
 PSFEX_FILES = ["DECam_00154912_12_psfcat.psf", "DECam_00241238_01_psfcat.psf"]
 

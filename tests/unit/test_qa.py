@@ -10,11 +10,16 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.colors import to_rgba
 
-from psfmatch import io, qa, steps
+from psfmatch import io
+from psfmatch.qa._common import UNUSED_COLOUR, USED_COLOUR
+from psfmatch.qa.images import candidates_plot, images_plot
+from psfmatch.qa.kernels import basis_plot, kernel_sum_plot, mosaic_plot, spatial_model_plot
+from psfmatch.qa.residuals import residual_histogram_plot, worst_stamps_plot
 from psfmatch.errors import InsufficientCandidatesError
 from psfmatch.kernel import SpatialKernel
 from psfmatch.logs import log_to_file, read_failure
 from psfmatch.spatial import SpatialFunction
+from psfmatch.steps.summary import QA_SUMMARY_COLUMNS, pair_outcome, qa_summary
 
 RED = to_rgba("red")
 
@@ -49,13 +54,13 @@ def table():
 
 def test_candidates_plot_has_one_red_marker_per_rejected_candidate(table):
     image = np.random.default_rng(1).normal(size=(150, 200))
-    plot = qa.candidates_plot(image, **table, region=(0, 0, 199, 149), size_cell_x=64,
+    plot = candidates_plot(image, **table, region=(0, 0, 199, 149), size_cell_x=64,
                               size_cell_y=64)
     ax = plot.figure.axes[0]
     bad = table["status"] == "BAD"
     assert _markers_of_colour(ax, RED) == bad.sum() == 7
-    assert _markers_of_colour(ax, to_rgba(qa.USED_COLOUR)) == 3
-    assert _markers_of_colour(ax, to_rgba(qa.UNUSED_COLOUR)) == 2
+    assert _markers_of_colour(ax, to_rgba(USED_COLOUR)) == 3
+    assert _markers_of_colour(ax, to_rgba(UNUSED_COLOUR)) == 2
     assert {k: len(v) for k, v in plot.data["rejected"].items()} == {
         "select": 2, "single": 1, "ksum": 3, "spatial": 1}
     rows = bad & (table["stage"] == "ksum")
@@ -75,7 +80,7 @@ def test_images_share_one_contrast_around_their_own_medians():
     science = rng.normal(100.0, 5.0, (64, 64))
     template = rng.normal(400.0, 5.0, (64, 64))  # another sky level
     difference = rng.normal(0.0, 7.0, (64, 64))
-    plot = qa.images_plot(science, template, difference)
+    plot = images_plot(science, template, difference)
     widths = [high - low for low, high in plot.data["limits"]]
     np.testing.assert_allclose(widths, plot.data["width"])
     for (low, high), image in zip(plot.data["limits"], (science, template, difference),
@@ -90,7 +95,7 @@ def test_kernel_sum_plot_limits_are_the_last_pass_of_each_iteration():
     passes = {0: [{"mean": 1.1, "std": 0.2, "limit": 0.6}, {"mean": 1.0, "std": 0.015,
                                                            "limit": 0.045}],
               1: [{"mean": 1.0, "std": 0.015, "limit": 0.045}]}
-    plot = qa.kernel_sum_plot(sums, stage=stage, passes=passes, final_sum=1.001)
+    plot = kernel_sum_plot(sums, stage=stage, passes=passes, final_sum=1.001)
     assert plot.data["limits"] == {0: (1.0, 0.955, 1.045), 1: (1.0, 0.955, 1.045)}
     np.testing.assert_array_equal(plot.data["rejected_values"], [1.6])
     assert plot.data["values"].size == 6  # the NaN (no single-kernel fit) is not plotted
@@ -99,7 +104,7 @@ def test_kernel_sum_plot_limits_are_the_last_pass_of_each_iteration():
 def test_residual_histogram_counts_every_value():
     z = np.random.default_rng(3).normal(size=20000)
     z[:5] = 50.0  # beyond the plotted range, still in the statistics
-    plot = qa.residual_histogram_plot(z, clipped=(0.0, 1.0))
+    plot = residual_histogram_plot(z, clipped=(0.0, 1.0))
     data = plot.data
     assert data["counts"].sum() + data["outside"] == data["n"] == z.size
     assert data["outside"] == 5
@@ -126,7 +131,7 @@ def kernel():
 
 
 def test_mosaic_shows_the_kernel_at_each_grid_position(kernel):
-    plot = qa.mosaic_plot(kernel, n=5)
+    plot = mosaic_plot(kernel, n=5)
     data = plot.data
     np.testing.assert_allclose(data["x"], np.linspace(0, 99, 5))
     np.testing.assert_allclose(data["y"], np.linspace(0, 199, 5))
@@ -139,7 +144,7 @@ def test_mosaic_shows_the_kernel_at_each_grid_position(kernel):
 
 
 def test_spatial_model_maps_are_the_coefficients_and_background(kernel):
-    plot = qa.spatial_model_plot(kernel, n=9)
+    plot = spatial_model_plot(kernel, n=9)
     data = plot.data
     gx, gy = np.meshgrid(data["x"], data["y"])
     for iy in (0, 4, 8):
@@ -151,22 +156,22 @@ def test_spatial_model_maps_are_the_coefficients_and_background(kernel):
 
 
 def test_basis_and_worst_stamps_panels(kernel):
-    plot = qa.basis_plot(kernel.basis, n_max=2)
+    plot = basis_plot(kernel.basis, n_max=2)
     assert (plot.data["n_shown"], plot.data["n_basis"]) == (2, 3)
     assert plot.data["sums"] == pytest.approx([1.0, 0.0])
     stamps = [np.ones((5, 5))] * 2
-    worst = qa.worst_stamps_plot(ids=np.array([7, 3]), scores=np.array([3.0, 2.0]),
+    worst = worst_stamps_plot(ids=np.array([7, 3]), scores=np.array([3.0, 2.0]),
                                  score_name="rms", models=stamps, sciences=stamps,
                                  residuals=stamps, labels=["GOOD", "BAD (ksum)"])
     assert list(worst.data["ids"]) == [7, 3]
     assert sum(1 for ax in worst.figure.axes if ax.get_images()) == 6
-    empty = qa.worst_stamps_plot(ids=np.zeros(0), scores=np.zeros(0), score_name="rms",
+    empty = worst_stamps_plot(ids=np.zeros(0), scores=np.zeros(0), score_name="rms",
                                  models=[], sciences=[], residuals=[])
     assert empty.data["ids"].size == 0
 
 
 def test_write_figure_writes_a_png_atomically(tmp_path, kernel):
-    path = io.write_figure(tmp_path / "basis.png", qa.basis_plot(kernel.basis).figure)
+    path = io.write_figure(tmp_path / "basis.png", basis_plot(kernel.basis).figure)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["basis.png"]
 
@@ -209,7 +214,7 @@ def test_pair_outcome_ok_failed_incomplete(tmp_path):
                "candidates": {"total": 50, "used_in_final_fit": 30, "good": 35, "bad": 15},
                "difference": {"mean": 0.01, "std": 1.2, "clipped_mean": 0.0, "clipped_std": 0.99}}
     io.write_json(tmp_path / "metrics.json", metrics)
-    ok = steps.pair_outcome(pair="good", metrics_path=str(tmp_path / "metrics.json"),
+    ok = pair_outcome(pair="good", metrics_path=str(tmp_path / "metrics.json"),
                             plot_paths=plots, logs={})
     assert (ok["status"], ok["plots"]) == ("ok", "1/2")
     assert (ok["kernel_sum"], ok["n_used"], ok["n_rejected"], ok["residual_clipped_std"]) == (
@@ -219,14 +224,14 @@ def test_pair_outcome_ok_failed_incomplete(tmp_path):
     _failing_step(old, "stale")
     _failing_step(new, "pair 'bad': current")
     os.utime(old, (1e9, 1e9))  # an earlier run's log
-    failed = steps.pair_outcome(pair="bad", metrics_path=str(tmp_path / "none.json"),
+    failed = pair_outcome(pair="bad", metrics_path=str(tmp_path / "none.json"),
                                 plot_paths=plots, logs={str(old): "fit_single_kernels",
                                                         str(new): "detect"})
     assert (failed["status"], failed["failed_step"]) == ("failed", "detect")
     assert "InsufficientCandidatesError: pair 'bad': current" in failed["error"]
     assert failed["kernel_sum"] is None
 
-    incomplete = steps.pair_outcome(pair="new", metrics_path=str(tmp_path / "none.json"),
+    incomplete = pair_outcome(pair="new", metrics_path=str(tmp_path / "none.json"),
                                     plot_paths=plots, logs={})
     assert incomplete["status"] == "incomplete"
 
@@ -237,10 +242,10 @@ def test_qa_summary_writes_table_and_escaped_html(tmp_path):
         {"pair": "empty", "status": "failed", "failed_step": "detect",
          "error": "Error: <no candidates> & more", "plots": "0/8"},
     ]
-    steps.qa_summary(rows=rows, table_path=str(tmp_path / "s.parquet"),
+    qa_summary(rows=rows, table_path=str(tmp_path / "s.parquet"),
                      html_path=str(tmp_path / "s.html"))
     table = io.read_table(tmp_path / "s.parquet")
-    assert list(table.columns) == list(steps.QA_SUMMARY_COLUMNS)
+    assert list(table.columns) == list(QA_SUMMARY_COLUMNS)
     assert list(table.columns["status"]) == ["ok", "failed"]
     assert list(table.columns["n_used"]) == [30, -1]
     assert np.isnan(table.columns["kernel_sum"][1])

@@ -1,4 +1,4 @@
-"""Job sizing (psfmatch.resources) and the header-only shape reader (psfmatch.io_header)."""
+"""Job sizing (psfmatch.resources) and the header-only shape reader (psfmatch.io.headers)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from astropy.io import fits
 from psfmatch import io, resources
 from psfmatch.errors import ConfigError, InputFileError, MemoryBudgetError
 from psfmatch.exposure import Exposure
-from psfmatch.io_header import read_image_shape
+from psfmatch.io.headers import read_image_shape
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -140,20 +140,24 @@ def test_measured_peak_memory_stays_under_the_estimate(tmp_path, step):
              (("template", "fits"), ("science", "fits"), ("truth", "json"),
               ("sources", "parquet"), ("ingested", "fits"))}
     setup = "" if step == "simulate" else textwrap.dedent(f"""
-        steps.simulate(simulation={sim!r}, template_path={paths['template']!r},
+        from psfmatch.steps.simulate import simulate
+        simulate(simulation={sim!r}, template_path={paths['template']!r},
                        science_path={paths['science']!r}, truth_path={paths['truth']!r},
                        sources_path={paths['sources']!r})
     """)
     call = {
-        "simulate": f"steps.simulate(simulation={sim!r}, template_path={paths['template']!r}, "
+        "simulate": "from psfmatch.steps.simulate import simulate\n"
+                    f"simulate(simulation={sim!r}, template_path={paths['template']!r}, "
                     f"science_path={paths['science']!r}, truth_path={paths['truth']!r}, "
                     f"sources_path={paths['sources']!r})",
-        "ingest": f"steps.ingest(inputs={{'image': {paths['science']!r}}}, "
+        "ingest": "from psfmatch.steps.ingest import ingest\n"
+                  f"ingest(inputs={{'image': {paths['science']!r}}}, "
                   f"output_path={paths['ingested']!r}, label='test')",
     }[step]
     # the set-up runs in its own interpreter so that its memory does not count
     # VmHWM: peak RSS of this process image (ru_maxrss would carry the forking parent's peak)
-    code = ("import re\nfrom pathlib import Path\nfrom psfmatch import steps\n{}\n"
+    # each step imports only its own module, as its job would
+    code = ("import re\nfrom pathlib import Path\n{}\n"
             "status = Path('/proc/self/status').read_text()\n"
             "print(int(re.search(r'VmHWM:\\s+(\\d+)', status)[1]) / 1024)")
     if setup:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from psfmatch.errors import PairsSheetError
-from psfmatch.io_sheet import read_pairs
+from psfmatch.io.sheets import read_pairs
 
 SCHEMA = yaml.safe_load(
     (Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "pairs.schema.yaml").read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from psfmatch.errors import InsufficientCandidatesError
-from psfmatch.steps import _config
+from psfmatch.config import PsfMatchConfig
 
 
 @pytest.mark.parametrize(
@@ -14,18 +14,16 @@ from psfmatch.steps import _config
      {"useBicForKernelBasis": True}, {"calculateKernelUncertainty": True}],
 )
 def test_options_once_refused_are_now_accepted(block):
-    cfg = _config(block)
+    cfg = PsfMatchConfig.from_lsst(block)
     (lsst, value), = block.items()
-    from psfmatch.config import PsfMatchConfig
-
     assert getattr(cfg, PsfMatchConfig.lsst_names()[lsst]) == value
 
 
 def test_supported_subset_parses():
-    cfg = _config({"spatialKernelOrder": 1, "usePcaForSpatialKernel": None})
+    cfg = PsfMatchConfig.from_lsst({"spatialKernelOrder": 1, "usePcaForSpatialKernel": None})
     assert cfg.spatial_kernel_order == 1
     assert cfg.use_pca_for_spatial_kernel is False  # the AL basis' own default
-    df = _config({"kernelBasisSet": "delta-function", "usePcaForSpatialKernel": None,
+    df = PsfMatchConfig.from_lsst({"kernelBasisSet": "delta-function", "usePcaForSpatialKernel": None,
                   "maxConditionNumber": None})
     assert df.use_pca_for_spatial_kernel is True
     assert df.max_condition_number == 5.0e6
@@ -56,4 +54,4 @@ def test_bic_with_delta_functions_is_refused():
     from psfmatch.errors import ConfigError
 
     with pytest.raises(ConfigError, match="useBicForKernelBasis.*delta-function"):
-        _config({"kernelBasisSet": "delta-function", "useBicForKernelBasis": True})
+        PsfMatchConfig.from_lsst({"kernelBasisSet": "delta-function", "useBicForKernelBasis": True})

@@ -7,7 +7,7 @@ import pytest
 
 from psfmatch import io
 from psfmatch.basis import alard_lupton_basis
-from psfmatch.candidates import fit_single_kernels
+from psfmatch.candidates import FitOptions, ResidualLimits, fit_single_kernels
 from psfmatch.kernel import SpatialKernel
 from psfmatch.spatial import SpatialFunction, fit_spatial
 
@@ -60,13 +60,14 @@ def _fit(truth, centres, templates, science):
     # template stamps noiseless (variance 0), science variance σ² → exact weights 1/σ²
     t_stamps = (templates, np.zeros_like(templates), zeros)
     s_stamps = (science, np.full(science.shape, SIGMA_NOISE**2), zeros)
-    fits = fit_single_kernels(
-        t_stamps, s_stamps, truth.basis, fit_background=True, constant_variance_weighting=True,
-        iterate_single_kernel=False, check_condition_number=False, max_condition_number=1e99,
-        condition_number_type="EIGENVALUE", single_kernel_clipping=False,
-        residual_mean_max=1.0, residual_std_max=10.0, bad_bits=0, core_radius=None,
-        progress_every=0,
+    options = FitOptions(
+        fit_background=True, constant_variance_weighting=True, iterate_single_kernel=False,
+        check_condition_number=False, max_condition_number=1e99,
+        condition_number_type="EIGENVALUE",
+        residuals=ResidualLimits(clipping=False, mean_max=1.0, std_max=10.0, bad_bits=0,
+                                 core_radius=None),
     )
+    fits = fit_single_kernels(t_stamps, s_stamps, truth.basis, options, progress_every=0)
     assert fits.good.all()
     assert n == len(fits.good)
     fit = fit_spatial(centres, fits.normal_matrix, fits.normal_vector,

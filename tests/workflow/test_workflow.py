@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from tests.snakemake_run import run_snakemake
+
 from psfmatch import io
-from psfmatch.kernel import SpatialKernel
+from psfmatch.qa import QA_PLOTS
+from psfmatch.steps.report import qa
+from psfmatch.steps.fields import step_config
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
@@ -83,7 +85,7 @@ def test_good_pair_produces_every_product(finished_run):
     assert metrics["verdict"] == "well constrained"
     # Kernel sum within 1 % of the photometric scale on this small, 512² field.
     assert metrics["kernel_sum"] == pytest.approx(truth["photometric_scale"], rel=0.01)
-    assert SpatialKernel.read(out / "kernel.fits").kernel_sum == metrics["kernel_sum"]
+    assert io.read_kernel(out / "kernel.fits").kernel_sum == metrics["kernel_sum"]
     # Unmasked difference pixels are noise-like: clipped std of D/sigma near 1
     # (stars, galaxies and transients excluded by the clipping).
     assert abs(metrics["difference"]["clipped_std"] - 1.0) < 0.05
@@ -160,7 +162,7 @@ def test_delta_function_run_uses_the_same_steps_and_stores_uncertainties(finishe
     assert metrics["basis"]["fitting_basis"]["type"] == "delta-function"
     assert metrics["kernel_sum"] == pytest.approx(truth["photometric_scale"], rel=0.01)
     assert abs(metrics["difference"]["clipped_std"] - 1.0) < 0.05
-    kernel = SpatialKernel.read(out / "kernel.fits")
+    kernel = io.read_kernel(out / "kernel.fits")
     assert kernel.covariance is not None
     # the 1-sigma kernel sum is small but not zero (hundreds of bright candidates)
     assert 0 < metrics["uncertainty"]["kernel_sum_sigma"] < 0.01
@@ -252,8 +254,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_good_pair_gets_every_qa_plot_and_the_failed_pair_none(finished_run):
-    from psfmatch.steps import QA_PLOTS
-
     workdir, run = finished_run
     for key in QA_PLOTS:
         assert (workdir / f"results/good/qa/{key}.png").read_bytes()[:8] == PNG, run.stderr
@@ -284,21 +284,20 @@ def test_qa_plots_are_drawn_from_the_products(finished_run, tmp_path):
     """Redraw the good pair's plots from its products: same PNGs, numbers from the tables."""
     from matplotlib.colors import to_rgba
 
-    from psfmatch import steps
 
     workdir, _ = finished_run
     config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
     out = workdir / "results" / "good"
     last = config["psf_match"]["maxSpatialIterations"] - 1
-    outputs = {key: str(tmp_path / f"{key}.png") for key in steps.QA_PLOTS}
-    drawn = steps.qa(
+    outputs = {key: str(tmp_path / f"{key}.png") for key in QA_PLOTS}
+    drawn = qa(
         science_path=out / "input/science.fits", template_path=out / "warp/template.fits",
         difference_path=out / "difference.fits", kernel_path=out / "kernel.fits",
         candidates_path=out / "final/candidates.parquet",
         ksum_paths=[out / f"iter{i}/ksum.parquet" for i in range(last + 1)],
         stamps_path=out / "select/stamps.fits", metrics_path=out / "metrics.json",
-        outputs=outputs, psf_match=config["psf_match"], label="pair 'good'")
-    for key in steps.QA_PLOTS:  # the workflow's PNGs are these plots
+        outputs=outputs, config=step_config("qa", config), label="pair 'good'")
+    for key in QA_PLOTS:  # the workflow's PNGs are these plots
         assert Path(outputs[key]).read_bytes() == (out / f"qa/{key}.png").read_bytes(), key
     table = io.read_table(out / "final/candidates.parquet").columns
     metrics = io.read_json(out / "metrics.json")
@@ -314,7 +313,7 @@ def test_qa_plots_are_drawn_from_the_products(finished_run, tmp_path):
     ksum = io.read_table(out / "iter0/ksum.parquet").metadata["kernel_sum_passes"][-1]
     assert drawn["kernel_sum"].data["limits"][0] == pytest.approx(
         (ksum["mean"], ksum["mean"] - ksum["limit"], ksum["mean"] + ksum["limit"]))
-    kernel = SpatialKernel.read(out / "kernel.fits")
+    kernel = io.read_kernel(out / "kernel.fits")
     mosaic = drawn["kernel_mosaic"].data
     assert mosaic["sums"][2, 2] == pytest.approx(kernel.sum_at(mosaic["x"][2], mosaic["y"][2]))
 

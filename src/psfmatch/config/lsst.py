@@ -1,4 +1,4 @@
-"""The one place that knows both spellings of a kernel-fitting option.
+"""The one place that knows both spellings of a kernel-fitting option (ip_diffim names ↔ PEP 8).
 
 The YAML ``psf_match:`` block uses ``ip_diffim``'s own ``PsfMatchConfig`` /
 ``PsfMatchConfigAL`` / ``PsfMatchConfigDF`` field names (plus the historical
@@ -73,7 +73,7 @@ class _LsstMapped:
             if sub is not None:
                 kwargs[attr] = sub.from_lsst(value, where=f"{where}.{lsst_name}")
             else:
-                kwargs[attr] = _coerce(value, hints[attr], f"{where}.{lsst_name}")
+                kwargs[attr] = coerce_value(value, hints[attr], f"{where}.{lsst_name}")
         try:
             return cls(**kwargs)
         except ConfigError as err:
@@ -97,7 +97,7 @@ def _nested_class(hint: Any) -> type[_LsstMapped] | None:
     return hint if isinstance(hint, type) and issubclass(hint, _LsstMapped) else None
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
+def coerce_value(value: Any, hint: Any, where: str) -> Any:
     """Check ``value`` against a simple type hint and convert lists to tuples."""
     text = str(hint)
     if value is None:
@@ -110,14 +110,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             msg = f"{where} must be a list, got {value!r}"
             raise ConfigError(msg)
         item_type = int if "int" in text else float if "float" in text else str
-        return tuple(_coerce_scalar(v, item_type, where) for v in value)
+        return tuple(coerce_scalar(v, item_type, where) for v in value)
     for scalar in (bool, int, float, str):
         if scalar.__name__ in text:
-            return _coerce_scalar(value, scalar, where)
+            return coerce_scalar(value, scalar, where)
     return value
 
 
-def _coerce_scalar(value: Any, kind: type, where: str) -> Any:
+def coerce_scalar(value: Any, kind: type, where: str) -> Any:
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),

@@ -21,7 +21,7 @@ import numpy as np
 from astropy.io import fits
 
 from psfmatch.errors import ExposureError, InputFileError
-from psfmatch.io import _atomic_output, _load_fits, _put_card, _where
+from psfmatch.io._fits import atomic_output, load_fits, put_card, where_in
 from psfmatch.psf import ImagePsf, PsfexPsf
 
 __all__ = ["has_psf_hdu", "read_psf_model", "write_psf_image"]
@@ -42,7 +42,7 @@ def _psfex_value(hdu: Any, key: str, where: str) -> Any:
 
 
 def _read_psfex(path: Path, hdu: Any) -> PsfexPsf:
-    where = _where(path, hdu)
+    where = where_in(path, hdu)
     values = {key: _psfex_value(hdu, key, where) for key in _PSFEX_KEYS}
     if int(values["POLNAXIS"]) != 2 or int(values["POLNGRP"]) != 1:
         msg = (
@@ -90,7 +90,7 @@ def read_psf_model(path: str | os.PathLike[str]) -> ImagePsf | PsfexPsf:
         Missing/corrupt file, a PSFEx table lacking a model quantity, or no usable HDU;
         the message names the file and HDU.
     """
-    path, hdus = _load_fits(path, "PSF model file")
+    path, hdus = load_fits(path, "PSF model file")
     for item in hdus:
         if item.data is not None and item.data.dtype.names:
             if any(n.lower() == "psf_mask" for n in item.data.dtype.names):
@@ -109,12 +109,12 @@ def read_psf_model(path: str | os.PathLike[str]) -> ImagePsf | PsfexPsf:
     try:
         return ImagePsf(hdu.data)
     except ExposureError as exc:
-        raise InputFileError(f"PSF {_where(path, hdu)}: {exc}") from exc
+        raise InputFileError(f"PSF {where_in(path, hdu)}: {exc}") from exc
 
 
 def has_psf_hdu(path: str | os.PathLike[str]) -> bool:
     """Whether the FITS file has an image HDU named ``PSF`` (an afw exposure's PSF)."""
-    _, hdus = _load_fits(path, "image file")
+    _, hdus = load_fits(path, "image file")
     return any(h.name == "PSF" and h.data is not None for h in hdus)
 
 
@@ -124,7 +124,7 @@ def write_psf_image(
     """Write a PSF image as HDU ``PSF`` (float64) with ``metadata`` as header cards (atomic)."""
     hdu = fits.ImageHDU(np.asarray(image, dtype=np.float64), name="PSF")
     for key, value in (metadata or {}).items():
-        _put_card(hdu.header, key, value)
-    with _atomic_output(path) as tmp:
+        put_card(hdu.header, key, value)
+    with atomic_output(path) as tmp:
         fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
     return Path(path)

@@ -5,9 +5,10 @@
 # a rule that depends on every pair never runs when one pair fails, even with
 # --keep-going, and the summary must say which pair failed and why. The handlers run
 # after every job that could run has finished; they read whatever products and step
-# logs exist (psfmatch.steps.pair_outcome). Once written, `rule all` takes the summary
-# as a report-flagged input, so the report shows it; pairs whose last attempt failed
-# are left out of the QA targets (qa_pairs), so the report of a partly failed run builds.
+# logs exist (psfmatch.steps.summary.pair_outcome). Once written, `rule all` takes the
+# summary as a report-flagged input, so the report shows it; pairs whose last attempt
+# failed are left out of the QA targets (qa_outputs in report_helpers.smk), so the
+# report of a partly failed run builds. Step code: psfmatch.steps.report.
 
 
 rule qa:
@@ -28,7 +29,7 @@ rule qa:
     benchmark:
         "benchmarks/qa/{pair}.tsv"
     params:
-        psf_match=psf_match_fields("qa"),
+        config=step_params("qa"),
         version=psfmatch.__version__,
     container:
         PSFMATCH_CONTAINER

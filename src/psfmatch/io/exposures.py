@@ -1,0 +1,307 @@
+"""Exposures: read any supported layout, write the afw layout.
+
+Exposures are written in the LSST afw multi-extension layout (PRIMARY with the
+metadata, then ``IMAGE``/``MASK``/``VARIANCE`` and optionally ``PSF``) and read either
+from that layout or from a single-HDU image plus optional variance / weight / error /
+mask files. The WCS of an exposure is the FITS-header WCS of its *array* (astropy
+0-based pixel ``(x, y)`` = array ``[y, x]``), not shifted by ``xy0``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from psfmatch.errors import ConfigError, ExposureError, InputFileError, PsfMatchError
+from psfmatch.exposure import DEFAULT_MASK_PLANES, Exposure
+from psfmatch.io._convert import (
+    DECAM_CP_MASK_VALUES,
+    ZTF_MASK_BITS,
+    add_plane,
+    afw_extensions,
+    aux_image,
+    convert_mask,
+    estimate_variance,
+    header_metadata,
+    header_xy0,
+    wcs_from_header,
+)
+from psfmatch.io._fits import (
+    PLAIN_KEY,
+    STRUCTURAL_CARDS,
+    atomic_output,
+    check_2d,
+    find_hdu,
+    load_fits,
+    put_card,
+    where_in,
+)
+from psfmatch.io.psfs import read_psf_model
+
+__all__ = ["MASK_CONVENTIONS", "open_exposure", "read_exposure", "write_exposure"]
+
+logger = logging.getLogger("psfmatch.io")
+
+
+# ---------------------------------------------------------------------- exposures
+def read_exposure(
+    path: str | os.PathLike[str],
+    *,
+    variance: str | os.PathLike[str] | None = None,
+    weight: str | os.PathLike[str] | None = None,
+    error: str | os.PathLike[str] | None = None,
+    mask: str | os.PathLike[str] | None = None,
+    mask_bits: Mapping[int, str] | None = None,
+    mask_values: Mapping[int, str] | None = None,
+    gain: float | None = None,
+    read_noise: float | None = None,
+    hdu: int | str | None = None,
+    layout: str = "auto",
+) -> Exposure:
+    """Read an exposure from an afw-layout MEF or from a single-HDU image.
+
+    Parameters
+    ----------
+    path : path-like
+        FITS file (``.gz`` allowed). When it has an ``IMAGE`` extension (or
+        ``hdu="IMAGE"``), it is read in the afw layout: mask planes from the ``MP_*``
+        cards of ``MASK`` (afw defaults when absent), ``VARIANCE`` used as is,
+        metadata from PRIMARY plus ``IMAGE``. Otherwise the image is the HDU ``hdu``
+        (name or index) or the first HDU with data.
+    variance, weight, error : path-like, optional
+        At most one: a variance map, an inverse-variance map or a 1-sigma map. Pixels
+        whose weight, error or variance is <= 0 or non-finite get variance ``+inf`` and
+        the ``NO_DATA`` plane. Only allowed when the file has no ``VARIANCE``
+        extension. (A ``VARIANCE`` extension is read as is; :func:`psfmatch.steps.ingest`
+        flags its unusable pixels.)
+    mask : path-like, optional
+        Integer data-quality image, translated with ``mask_bits`` (bit index -> plane,
+        e.g. :data:`ZTF_MASK_BITS`) or ``mask_values`` (integer code -> plane, e.g.
+        :data:`DECAM_CP_MASK_VALUES`); with neither, any non-zero value is ``BAD``.
+        Unmapped bits/codes are ignored with a logged warning. New plane names get the
+        next free bits after afw's defaults.
+    gain, read_noise : float, optional
+        e-/ADU and electrons, used only when no variance of any kind is available
+        (defaults: header ``GAIN``/``GAINA`` and ``RDNOISE``/``READNOI``, read noise
+        0). Then ``variance = max(image + sky_removed, 0) / gain + (read_noise /
+        gain)**2``, where ``sky_removed`` is header ``AVSKY``/``SKYLEVEL`` if the image
+        median is below half of it (a sky-subtracted image), else 0; a WARNING is
+        logged on ``psfmatch.io``.
+    hdu : int or str, optional
+        Image HDU of a single-HDU style file.
+    layout : {"auto", "mef", "single"}
+        ``"auto"`` (default) picks the afw layout when an ``IMAGE`` extension exists.
+        ``"mef"`` requires the afw layout: ``IMAGE``, ``MASK`` and ``VARIANCE`` must all
+        be present (no gain estimate, no afw-default mask). ``"single"`` never uses the
+        afw layout.
+
+    Returns
+    -------
+    Exposure
+        Non-finite (NaN, inf) image pixels are flagged ``NO_DATA`` (values kept). ``wcs`` is the
+        celestial WCS of the image header or None; ``xy0`` comes from ``LTV1/2``
+        (``-x0, -y0``) or the afw ``PHYSICAL`` alternate WCS; ``psf`` is an
+        :class:`~psfmatch.psf.ImagePsf` when a ``PSF`` HDU exists.
+
+    Raises
+    ------
+    InputFileError
+        Missing, empty, non-FITS, truncated or corrupt file; no image data; non-2-D or
+        integer image; missing requested HDU; a ``layout="mef"`` file without one of
+        IMAGE/MASK/VARIANCE; no gain for a variance estimate.
+    ExposureError
+        Image, mask and variance shapes disagree (message names the files).
+    ConfigError
+        More than one of ``variance``/``weight``/``error``, both ``mask_bits`` and
+        ``mask_values``, or a map given for a plane the file already has.
+    """
+    given = {k: v for k, v in (("variance", variance), ("weight", weight), ("error", error))
+             if v is not None}
+    if len(given) > 1:
+        raise ConfigError(f"give at most one of variance/weight/error, got {sorted(given)}")
+    if mask_bits is not None and mask_values is not None:
+        raise ConfigError("give at most one of mask_bits and mask_values")
+    if layout not in ("auto", "mef", "single"):
+        raise ConfigError(f"layout must be 'auto', 'mef' or 'single', got {layout!r}")
+    path, hdus = load_fits(path, "image file")
+    by_name = {h.name: h for h in hdus}
+    if layout == "mef":
+        absent = [ext for ext in ("IMAGE", "MASK", "VARIANCE") if ext not in by_name]
+        if absent:
+            names = [h.name or f"#{h.index}" for h in hdus]
+            msg = (f"{path}: declared as an afw MEF (layout 'mef') but has no {'/'.join(absent)} "
+                   f"extension; its HDUs are {names}")
+            raise InputFileError(msg)
+    afw = layout != "single" and (
+        (hdu is None and "IMAGE" in by_name) or (isinstance(hdu, str) and hdu.upper() == "IMAGE"))
+    image_hdu = find_hdu(path, hdus, "IMAGE" if afw else hdu, "image file")
+    image = check_2d(path, image_hdu, "image", floating=True)
+    where = where_in(path, image_hdu)
+    header = image_hdu.header
+    primary = hdus[0].header if image_hdu.index != 0 else fits.Header()
+    wcs = wcs_from_header(header, where)
+    ext_header = header
+    if afw and wcs is not None:  # cards wcs.to_header() adds (MJD-OBS, ...) are not metadata
+        ext_header = header.copy()
+        for key in wcs.to_header(relax=True):
+            ext_header.remove(key, ignore_missing=True, remove_all=True)
+    metadata = header_metadata(primary, ext_header)
+
+    planes = dict(DEFAULT_MASK_PLANES)
+    mask_array = var_array = psf = None
+    if afw:
+        mask_array, var_array, planes, psf = afw_extensions(path, hdus, image.shape, where)
+    if given:
+        if var_array is not None:
+            msg = f"{path} already has a VARIANCE extension; do not give {sorted(given)}"
+            raise ConfigError(msg)
+        (kind, aux_path), = given.items()
+        aux = aux_image(aux_path, image.shape, f"{kind} file", where).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            good = np.isfinite(aux) & (aux > 0)
+            value = {"variance": aux, "weight": 1.0 / aux, "error": aux * aux}[kind]
+        var_array = np.where(good, value, np.inf)
+    if mask is not None:
+        if mask_array is not None:
+            raise ConfigError(f"{path} already has a MASK extension; do not give mask=")
+        raw = aux_image(mask, image.shape, "mask file", where)
+        mask_array = convert_mask(raw, planes, f"{mask}", mask_bits, mask_values)
+    if var_array is None:
+        var_array = estimate_variance(image, metadata, where, gain, read_noise)
+    if mask_array is None:
+        mask_array = np.zeros(image.shape, dtype=np.int32)
+    mask_array = mask_array.astype(np.int32)
+    no_data = ~np.isfinite(image)
+    if given:
+        no_data |= ~np.isfinite(var_array)
+    if np.any(no_data):
+        mask_array[no_data] |= np.int32(1 << add_plane(planes, "NO_DATA"))
+    try:
+        return Exposure(
+            image=image, mask=mask_array, variance=var_array, mask_planes=planes,
+            wcs=wcs, psf=psf, metadata=metadata, xy0=header_xy0(header),
+        )
+    except ExposureError as exc:
+        raise ExposureError(f"{where}: {exc}") from exc
+
+
+def write_exposure(
+    path: str | os.PathLike[str], exposure: Exposure, *, overwrite: bool = True
+) -> Path:
+    """Write ``exposure`` atomically in the LSST afw multi-extension layout.
+
+    PRIMARY (no data, ``exposure.metadata`` as cards), ``IMAGE`` (float32), ``MASK``
+    (int32, planes as ``MP_<NAME> = bit``), ``VARIANCE`` (float32); each extension
+    carries the WCS and ``LTV1/2 = -x0/-y0`` (plus afw's ``PHYSICAL`` alternate WCS
+    ``A``). A PSF with an ``image`` attribute is written to HDU ``PSF``; other PSF
+    models are not persisted (a warning is logged).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination (``.fits``; ``.fits.gz`` is gzip-compressed).
+    exposure : Exposure
+        What to write.
+    overwrite : bool, optional
+        If False and ``path`` exists, raise :class:`FileExistsError`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path} exists and overwrite=False")
+    primary = fits.PrimaryHDU()
+    for key, value in exposure.metadata.items():
+        if not STRUCTURAL_CARDS.match(key):
+            put_card(primary.header, key, value)
+    wcs_cards = exposure.wcs.to_header(relax=True) if exposure.wcs is not None else fits.Header()
+    x0, y0 = exposure.xy0
+    arrays = {"IMAGE": exposure.image, "MASK": exposure.mask, "VARIANCE": exposure.variance}
+    hdus: list[fits.hdu.base.ExtensionHDU | fits.PrimaryHDU] = [primary]
+    for name, data in arrays.items():
+        header = fits.Header()
+        header["INHERIT"] = True
+        header["EXTTYPE"] = name
+        header.extend(wcs_cards)
+        for key, value in (("CRVAL1A", x0), ("CRVAL2A", y0), ("CRPIX1A", 1.0), ("CRPIX2A", 1.0),
+                           ("CTYPE1A", "LINEAR"), ("CTYPE2A", "LINEAR"), ("CUNIT1A", "PIXEL"),
+                           ("CUNIT2A", "PIXEL"), ("WCSNAMEA", "PHYSICAL"),
+                           ("LTV1", -x0), ("LTV2", -y0)):
+            header[key] = value
+        if name == "MASK":
+            for plane, bit in sorted(exposure.mask_planes.items(), key=lambda kv: kv[1]):
+                key = f"MP_{plane}"
+                header[key if PLAIN_KEY.match(key) else f"HIERARCH {key}"] = bit
+        hdus.append(fits.ImageHDU(data=data, header=header, name=name))
+    if exposure.psf is not None:
+        if hasattr(exposure.psf, "image"):
+            psf_image = np.asarray(exposure.psf.image, dtype=np.float64)
+            hdus.append(fits.ImageHDU(data=psf_image, name="PSF"))
+        else:
+            logger.warning("PSF %s of %s is not persisted", type(exposure.psf).__name__, path)
+    with atomic_output(path) as tmp:
+        fits.HDUList(hdus).writeto(tmp)
+    return path
+
+
+#: How the sheets' ``mask_convention`` column maps to :func:`read_exposure` options.
+MASK_CONVENTIONS: dict[str, dict[str, Any]] = {
+    "afw": {},
+    "ztf": {"mask_bits": ZTF_MASK_BITS},
+    "decam_cp": {"mask_values": DECAM_CP_MASK_VALUES},
+}
+
+
+def open_exposure(
+    files: Mapping[str, str], options: Mapping[str, Any], *, label: str
+) -> Exposure:
+    """The exposure of one row of the pairs or exposures sheet, with its PSF model.
+
+    Parameters
+    ----------
+    files : mapping
+        ``image`` and optionally ``variance``, ``weight``, ``error``, ``mask`` and ``psf``
+        paths, as the sheet names them.
+    options : mapping
+        The row's reader options: ``mask_convention`` (``afw``, ``ztf``, ``decam_cp``;
+        default ``afw``), ``gain`` (e-/ADU, default: header) and ``layout`` (``auto``,
+        ``mef``, ``single``; default ``auto``); other keys are ignored.
+    label : str
+        Names the pair and role (or the exposure) in errors.
+
+    Returns
+    -------
+    Exposure
+        As :func:`read_exposure`; ``psf`` is the model of the ``psf`` file when one is
+        given (PSFEx ``.psf``, a Legacy Surveys merged PSFEx table or a FITS PSF image,
+        :func:`psfmatch.io.psfs.read_psf_model`), else the file's own ``PSF`` HDU, if any.
+
+    Raises
+    ------
+    PsfMatchError
+        An unknown mask convention, or any error of the readers, prefixed with ``label``.
+    """
+    convention = options.get("mask_convention") or "afw"
+    if convention not in MASK_CONVENTIONS:
+        msg = f"{label}: unknown mask convention {convention!r}; use one of {sorted(MASK_CONVENTIONS)}"
+        raise PsfMatchError(msg)
+    try:
+        exposure = read_exposure(
+            files["image"], variance=files.get("variance"), weight=files.get("weight"),
+            error=files.get("error"), mask=files.get("mask"), gain=options.get("gain"),
+            layout=options.get("layout") or "auto", **MASK_CONVENTIONS[convention],
+        )
+        if files.get("psf"):
+            exposure = exposure.with_(psf=read_psf_model(files["psf"]))
+    except PsfMatchError as err:
+        raise type(err)(f"{label}: {err}") from err
+    return exposure

@@ -1,0 +1,201 @@
+"""Preparing a pair for the kernel fit: ``warp``, ``detect``, ``select``.
+
+ip_diffim's preparation before ``MakeKernelTask`` solves: the template on the science
+pixel grid, kernel candidates detected, vetted and cut into stamps (docs/candidates.md,
+docs/warp-and-subtract.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from psfmatch import io
+from psfmatch.basis import choose_basis
+from psfmatch.detect import detect_candidates, measure_fwhm
+from psfmatch.errors import (
+    InsufficientCandidatesError,
+    PsfMatchError,
+)
+from psfmatch.select import check_overlap, common_region, cut_stamps, select_candidates
+from psfmatch.steps.fields import StepConfig
+from psfmatch.warp import warp_exposure
+
+__all__ = ["detect", "select", "warp"]
+
+logger = logging.getLogger("psfmatch.steps")
+
+
+def warp(
+    *,
+    template_path: str,
+    science_path: str,
+    output_path: str,
+    info_path: str,
+    config: Mapping[str, Any],
+    label: str,
+) -> None:
+    """Resample the template onto the science grid; pass it through if the grids agree.
+
+    ``config``: the step's params (:mod:`psfmatch.steps.fields`), read for
+    ``psf_match.warpingConfig`` and ``warp.same_grid_tolerance_pix``. Writes the warped
+    template (afw layout) and a JSON sidecar with what was done (resampled or not, grid
+    offset, coverage fraction).
+    """
+    cfg = StepConfig("warp", config)
+    warping = cfg.psf_match.warping
+    template = io.read_exposure(template_path)
+    science = io.read_exposure(science_path)
+    try:
+        warped, info = warp_exposure(
+            template,
+            wcs=science.wcs,
+            shape=science.shape,
+            xy0=science.xy0,
+            kernel=warping.warping_kernel_name,
+            mask_kernel=warping.mask_warping_kernel_name,
+            interp_length=warping.interp_length,
+            grow_full_mask=warping.grow_full_mask,
+            same_grid_tolerance=cfg.warp.same_grid_tolerance_pix,
+        )
+    except PsfMatchError as err:
+        msg = f"{label}: {err} (template {template_path}, science {science_path})"
+        raise type(err)(msg) from err
+    logger.info("%s: warp %s", label, info)
+    io.write_exposure(output_path, warped)
+    io.write_json(info_path, info)
+
+
+def detect(
+    *,
+    template_path: str,
+    science_path: str,
+    candidates_path: str,
+    psf_path: str,
+    config: Mapping[str, Any],
+    label: str,
+) -> None:
+    """Detect kernel candidates and measure both PSF FWHMs.
+
+    Pixels with ``detectionConfig.badMaskPlanes`` or ``detection.exclude_mask_planes``
+    cannot be part of a detection (so a bad column is not mistaken for a source).
+    Detection runs on the template if ``detOnTemplate`` (the image that gets convolved),
+    else on the science image. FWHMs come from the exposures' PSF models when present,
+    else from adaptive moments of the bright (S/N >= 50) candidates in each image.
+    """
+    cfg = StepConfig("detect", config)
+    det = cfg.psf_match.detection
+    template = io.read_exposure(template_path)
+    science = io.read_exposure(science_path)
+    image = template if det.det_on_template else science
+    table = detect_candidates(
+        image,
+        threshold=det.det_threshold,
+        threshold_type=det.det_threshold_type,
+        n_pixels_min=det.fp_npix_min,
+        n_pixels_max=det.fp_npix_max,
+        background_box_size=cfg.detection.background_box_size,
+        bad_mask_planes=tuple(dict.fromkeys([*det.bad_mask_planes,
+                                             *cfg.detection.exclude_mask_planes])),
+    )
+    n = len(table["id"])
+    logger.info("%s: %d detections on the %s", label, n,
+                "template" if det.det_on_template else "science image")
+    if n == 0:
+        msg = f"{label}: no kernel candidates detected"
+        raise InsufficientCandidatesError(msg, {"detected": 0})
+    psf: dict[str, Any] = {}
+    # FWHMs from well-measured stars only: S/N >= 50, footprint not replaced.
+    bright = (table["snr"] >= 50.0) & ~table["replaced"]
+    for role, exposure in (("template", template), ("science", science)):
+        if exposure.psf is not None:
+            psf[role] = {"fwhm": float(exposure.psf.fwhm), "method": "psf_model", "n_stars": 0}
+            continue
+        try:
+            fwhm, used = measure_fwhm(
+                exposure, table["x"][bright], table["y"][bright], min_separation=10.0
+            )
+        except PsfMatchError as err:
+            raise type(err)(f"{label}: measuring the {role} PSF FWHM: {err}") from err
+        psf[role] = {"fwhm": fwhm, "method": "adaptive_moments", "n_stars": used}
+    logger.info("%s: PSF FWHM template %.3f px, science %.3f px", label,
+                psf["template"]["fwhm"], psf["science"]["fwhm"])
+    io.write_table(
+        candidates_path, table,
+        units={"x": "pixel", "y": "pixel", "flux": "count", "flux_err": "count", "area": "pixel2"},
+        metadata={"step": "detect", "psf_match": cfg.block("psf_match")},
+    )
+    io.write_json(psf_path, psf)
+
+
+def select(
+    *,
+    template_path: str,
+    science_path: str,
+    candidates_path: str,
+    psf_path: str,
+    output_candidates: str,
+    output_stamps: str,
+    config: Mapping[str, Any],
+    label: str,
+) -> None:
+    """Vet candidates, assign spatial cells, cut ``2·g + 1`` stamps.
+
+    Stamps touching ``badMaskPlanes`` or ``detection.exclude_mask_planes`` in either
+    image are rejected (ip_diffim's production selector also excludes ``BAD``; a bad
+    column that is identical in both images otherwise fits perfectly and dominates the
+    spatial fit). ``g = int(fpGrowKernelScaling · kernelSize + 0.5)`` when
+    ``detectionConfig.scaleByFwhm`` (the kernel size from the AL sizing rule), else
+    ``fpGrowPix`` — ``2·kernelSize + 1`` with the defaults. Every candidate is written
+    with its status and reason; stamps of the accepted ones go to a FITS cube file.
+    """
+    cfg = StepConfig("select", config)
+    pm = cfg.psf_match
+    psf = io.read_json(psf_path)
+    choice = choose_basis(pm, target_fwhm=psf["template"]["fwhm"],
+                          reference_fwhm=psf["science"]["fwhm"])
+    det = pm.detection
+    grow = (int(det.fp_grow_kernel_scaling * choice.kernel_size + 0.5)
+            if det.scale_by_fwhm else det.fp_grow_pix)
+    template = io.read_exposure(template_path)
+    science = io.read_exposure(science_path)
+    found = io.read_table(candidates_path).columns
+    try:
+        check_overlap(template, science, pm.size_cell_x, pm.size_cell_y)
+    except PsfMatchError as err:
+        raise type(err)(f"{label}: {err}") from err
+    table = select_candidates(
+        found, template, science,
+        kernel_size=grow,
+        bad_mask_planes=tuple(dict.fromkeys([*pm.bad_mask_planes,
+                                             *cfg.detection.exclude_mask_planes])),
+        min_snr=cfg.detection.min_snr,
+        max_candidates=cfg.detection.max_candidates,
+        size_cell_x=pm.size_cell_x,
+        size_cell_y=pm.size_cell_y,
+    )
+    ok = table["status"] == "OK"
+    counts = {"detected": len(ok), "selected": int(ok.sum())}
+    logger.info("%s: %s; kernel size %d (%s), stamps %d px", label, counts,
+                choice.kernel_size, choice.mode, 2 * grow + 1)
+    if not ok.any():
+        msg = f"{label}: no kernel candidate passed selection"
+        raise InsufficientCandidatesError(msg, counts)
+    boxes = [table[c][ok] for c in ("stamp_x0", "stamp_y0", "stamp_x1", "stamp_y1")]
+    stamps = {}
+    for prefix, exposure in (("T", template), ("S", science)):
+        img, var, msk = cut_stamps(exposure, *boxes)
+        stamps.update({f"{prefix}_IMAGE": img, f"{prefix}_VARIANCE": var, f"{prefix}_MASK": msk})
+    stamps["IDS"] = np.asarray(table["id"][ok], dtype=np.int64)
+    meta = {
+        "step": "select",
+        "region": common_region(template, science),
+        "kernel_size": choice.kernel_size,
+        "mask_planes": {"template": template.mask_planes, "science": science.mask_planes},
+    }
+    io.write_arrays(output_stamps, stamps, metadata=meta)
+    io.write_table(output_candidates, table, units={"x": "pixel", "y": "pixel"},
+                   metadata={**meta, "counts": counts, "psf_match": cfg.block("psf_match")})
