@@ -91,7 +91,9 @@ def data_overlap(template: Exposure, science: Exposure) -> tuple[int, int, int, 
     return x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]), y0 + int(rows[-1])
 
 
-def check_overlap(template: Exposure, science: Exposure, size_cell_x: int, size_cell_y: int) -> None:
+def check_overlap(
+    template: Exposure, science: Exposure, size_cell_x: int, size_cell_y: int
+) -> None:
     """Refuse a pair whose common area with data is smaller than one spatial cell.
 
     Raises

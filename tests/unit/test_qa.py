@@ -11,13 +11,13 @@ from matplotlib.collections import PathCollection
 from matplotlib.colors import to_rgba
 
 from psfmatch import io
+from psfmatch.errors import InsufficientCandidatesError
+from psfmatch.kernel import SpatialKernel
+from psfmatch.logs import log_to_file, read_failure
 from psfmatch.qa._common import UNUSED_COLOUR, USED_COLOUR
 from psfmatch.qa.images import candidates_plot, images_plot
 from psfmatch.qa.kernels import basis_plot, kernel_sum_plot, mosaic_plot, spatial_model_plot
 from psfmatch.qa.residuals import residual_histogram_plot, worst_stamps_plot
-from psfmatch.errors import InsufficientCandidatesError
-from psfmatch.kernel import SpatialKernel
-from psfmatch.logs import log_to_file, read_failure
 from psfmatch.spatial import SpatialFunction
 from psfmatch.steps.summary import QA_SUMMARY_COLUMNS, pair_outcome, qa_summary
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from psfmatch.errors import InsufficientCandidatesError
 from psfmatch.config import PsfMatchConfig
+from psfmatch.errors import InsufficientCandidatesError
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from scipy import ndimage, signal
 
+from psfmatch.basis import SIGMA_TO_FWHM
 from psfmatch.convolution import correlate_spatial
 from psfmatch.errors import ConfigError
 from psfmatch.synth import (
     BAD_COLUMN_VALUE,
-    SIGMA_TO_FWHM,
     SimulationParams,
     Truth,
     TruthKernel,

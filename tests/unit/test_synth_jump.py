@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from psfmatch import synth
+from psfmatch.basis import SIGMA_TO_FWHM
 from psfmatch.errors import ConfigError
 
 
@@ -47,13 +48,13 @@ def test_science_psf_of_a_jump_is_wider_and_simulated_stars_follow_the_kernel():
                                     n_variables=0, n_cosmic_rays=0, add_noise=False,
                                     bad_column=None, background=(0.0, 0.0, 0.0))
     pair = synth.make_pair(params)
-    plain = synth.SimulatedPsf(params.template_fwhm / synth.SIGMA_TO_FWHM,
+    plain = synth.SimulatedPsf(params.template_fwhm / SIGMA_TO_FWHM,
                                synth.TruthKernel.from_params(
                                    synth.SimulationParams(shape=(96, 96), bad_column=None)))
     assert pair.science.psf.fwhm > plain.fwhm
     # second moment along x grows by fraction (1 - fraction) jump² = 4 px²
-    widened = (pair.science.psf.fwhm / synth.SIGMA_TO_FWHM) ** 2
-    assert widened - (plain.fwhm / synth.SIGMA_TO_FWHM) ** 2 == pytest.approx(2.0, rel=1e-9)
+    widened = (pair.science.psf.fwhm / SIGMA_TO_FWHM) ** 2
+    assert widened - (plain.fwhm / SIGMA_TO_FWHM) ** 2 == pytest.approx(2.0, rel=1e-9)
     # the transient is rendered with both peaks: its flux centroid sits half-way (−2 px)
     transients = pair.truth.catalogues["transients"]
     tx, ty = transients["x"][0], transients["y"][0]

@@ -12,8 +12,8 @@ from tests.snakemake_run import run_snakemake
 
 from psfmatch import io
 from psfmatch.qa import QA_PLOTS
-from psfmatch.steps.report import qa
 from psfmatch.steps.fields import step_config
+from psfmatch.steps.report import qa
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
