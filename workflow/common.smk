@@ -1,4 +1,4 @@
-# Helpers shared by the rule files: library path, config and sheet validation, wildcard
+# Helpers shared by all rule files - library path, config and sheet validation, wildcard
 # constraints, input and params functions. No algorithm lives here; which config fields
 # each step reads is recorded once, in psfmatch.steps.fields (see step_params below).
 import os

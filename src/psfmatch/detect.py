@@ -27,12 +27,12 @@ from scipy.spatial import cKDTree
 from psfmatch.basis import SIGMA_TO_FWHM
 from psfmatch.errors import PsfMatchError
 from psfmatch.exposure import Exposure
+from psfmatch.moments import adaptive_moments
 
 __all__ = [
     "CANDIDATE_COLUMNS",
     "THRESHOLD_TYPES",
     "DetectionError",
-    "adaptive_moments",
     "detect_candidates",
     "measure_fwhm",
 ]
@@ -239,102 +239,6 @@ def detect_candidates(
              "replaced by their bbox centre", order.size, threshold, threshold_type,
              n_pixels_min, int(replaced.sum()), n_pixels_max)
     return out
-
-
-# --------------------------------------------------------------------------- moments
-def adaptive_moments(
-    stamps: np.ndarray,
-    *,
-    initial_sigma: float = 1.5,
-    max_iter: int = 100,
-    tol: float = 1.0e-6,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Adaptive (Gaussian-weighted, iterated) second moments of background-free stamps.
-
-    For each stamp the elliptical Gaussian weight is iterated SdssShape-style until it
-    matches the object: given weight covariance ``W`` and weighted moments ``M`` the
-    object covariance is ``C = (M^-1 - W^-1)^-1`` (exact for a Gaussian, whose weighted
-    moments are ``(C^-1 + W^-1)^-1``, i.e. ``C / 2`` at convergence); the next weight is
-    ``C`` (or ``2 M`` when ``M^-1 - W^-1`` is not positive definite). A point-sampled
-    Gaussian of width ``s`` therefore returns ``s**2``.
-
-    Parameters
-    ----------
-    stamps : numpy.ndarray
-        ``(n, h, w)`` background-subtracted stamps; the object starts at the centre
-        pixel ``(h // 2, w // 2)``.
-    initial_sigma : float
-        Width (px) of the first weight.
-    max_iter : int
-        Iteration limit.
-    tol : float
-        Convergence on the relative change of the weight trace and on the centroid (px).
-
-    Returns
-    -------
-    covariance : numpy.ndarray
-        ``(n, 3)``: ``Ixx, Iyy, Ixy`` of the object (px**2).
-    centroid : numpy.ndarray
-        ``(n, 2)``: ``x, y`` offset (px) from the stamp centre.
-    ok : numpy.ndarray
-        ``(n,)`` bool: converged with a positive-definite, finite result inside the stamp.
-    """
-    stamps = np.asarray(stamps, dtype=np.float64)
-    n, h, w = stamps.shape
-    yy = (np.arange(h, dtype=np.float64) - h // 2)[None, :, None]
-    xx = (np.arange(w, dtype=np.float64) - w // 2)[None, None, :]
-    cx = np.zeros(n)
-    cy = np.zeros(n)
-    wxx = np.full(n, float(initial_sigma) ** 2)
-    wyy = wxx.copy()
-    wxy = np.zeros(n)
-    converged = np.zeros(n, dtype=bool)
-    failed = np.zeros(n, dtype=bool)
-    max_var = (min(h, w) / 4.0) ** 2
-    for _ in range(int(max_iter)):
-        active = ~(converged | failed)
-        if not active.any():
-            break
-        a = np.flatnonzero(active)
-        det_w = wxx[a] * wyy[a] - wxy[a] ** 2
-        ixx_inv, iyy_inv, ixy_inv = wyy[a] / det_w, wxx[a] / det_w, -wxy[a] / det_w
-        dx = xx - cx[a, None, None]
-        dy = yy - cy[a, None, None]
-        q = (ixx_inv[:, None, None] * dx * dx + 2 * ixy_inv[:, None, None] * dx * dy
-             + iyy_inv[:, None, None] * dy * dy)
-        wf = np.exp(-0.5 * q) * stamps[a]
-        s0 = wf.sum(axis=(1, 2))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mx = (wf * dx).sum(axis=(1, 2)) / s0
-            my = (wf * dy).sum(axis=(1, 2)) / s0
-            dxc, dyc = dx - mx[:, None, None], dy - my[:, None, None]
-            mxx = (wf * dxc * dxc).sum(axis=(1, 2)) / s0
-            myy = (wf * dyc * dyc).sum(axis=(1, 2)) / s0
-            mxy = (wf * dxc * dyc).sum(axis=(1, 2)) / s0
-            det_m = mxx * myy - mxy**2
-            # C^-1 = M^-1 - W^-1
-            pxx = myy / det_m - ixx_inv
-            pyy = mxx / det_m - iyy_inv
-            pxy = -mxy / det_m - ixy_inv
-            det_p = pxx * pyy - pxy**2
-            pd = (pxx > 0) & (det_p > 0)
-            nxx = np.where(pd, pyy / det_p, 2 * mxx)
-            nyy = np.where(pd, pxx / det_p, 2 * myy)
-            nxy = np.where(pd, -pxy / det_p, 2 * mxy)
-        bad = ~((s0 > 0) & (det_m > 0) & np.isfinite(nxx + nyy + nxy + mx + my))
-        nxx = np.clip(np.where(bad, 1.0, nxx), 1.0e-4, max_var)
-        nyy = np.clip(np.where(bad, 1.0, nyy), 1.0e-4, max_var)
-        nxy = np.where(bad, 0.0, nxy)
-        nxy = np.clip(nxy, -0.999 * np.sqrt(nxx * nyy), 0.999 * np.sqrt(nxx * nyy))
-        old_tr = wxx[a] + wyy[a]
-        new_cx, new_cy = cx[a] + np.where(bad, 0.0, mx), cy[a] + np.where(bad, 0.0, my)
-        shift = np.hypot(new_cx - cx[a], new_cy - cy[a])
-        change = np.abs(nxx + nyy - old_tr) / old_tr
-        wxx[a], wyy[a], wxy[a], cx[a], cy[a] = nxx, nyy, nxy, new_cx, new_cy
-        failed[a] |= bad | (np.hypot(new_cx, new_cy) > min(h, w) / 4.0)
-        converged[a] |= ~bad & (change < tol) & (shift < tol)
-    ok = converged & ~failed & (wxx < max_var) & (wyy < max_var)
-    return np.stack([wxx, wyy, wxy], axis=1), np.stack([cx, cy], axis=1), ok
 
 
 def measure_fwhm(

@@ -81,12 +81,11 @@ class MemoryBudgetError(PsfMatchError, ValueError):
     """
 
 
-class UndeclaredConfigError(PsfMatchError, KeyError):
+class UndeclaredConfigError(RuntimeError):
     """A step read a config field its record (:mod:`psfmatch.steps.fields`) does not declare.
 
     The workflow passes each step only the fields it declares, so such a read would see
     the default, not the user's value, and changing the field would not rerun the step.
+    This is a bug in psfmatch, not in the input: it is deliberately not a
+    :class:`PsfMatchError`, so that no handler of input errors can mistake it for one.
     """
-
-    def __str__(self) -> str:  # KeyError would quote the whole message
-        return str(self.args[0]) if self.args else ""

@@ -23,6 +23,7 @@ import numpy as np
 
 from psfmatch.basis import SIGMA_TO_FWHM
 from psfmatch.errors import ExposureError
+from psfmatch.moments import adaptive_fwhm, moments_fwhm
 
 __all__ = [
     "DoubleGaussianPsf",
@@ -34,61 +35,6 @@ __all__ = [
     "embed_centred",
     "moments_fwhm",
 ]
-
-
-def moments_fwhm(image: np.ndarray, *, determinant: bool = False) -> float:
-    """Gaussian-equivalent FWHM (px) from the unweighted second moments of ``image``.
-
-    With moments :math:`I_{xx}, I_{yy}, I_{xy}` about the centroid, the trace radius
-    :math:`\\sqrt{(I_{xx}+I_{yy})/2}` (default, ip_diffim ``getPsfFwhm``) or the
-    determinant radius :math:`(I_{xx} I_{yy} - I_{xy}^2)^{1/4}` (``ModelPsfMatchTask``)
-    times :math:`2\\sqrt{2\\ln 2}`.
-    """
-    w = np.asarray(image, dtype=np.float64)
-    w = w / w.sum()
-    ny, nx = w.shape
-    y, x = np.mgrid[0:ny, 0:nx].astype(np.float64)
-    xc, yc = float(np.sum(w * x)), float(np.sum(w * y))
-    ixx = float(np.sum(w * (x - xc) ** 2))
-    iyy = float(np.sum(w * (y - yc) ** 2))
-    ixy = float(np.sum(w * (x - xc) * (y - yc)))
-    if determinant:
-        radius = max(ixx * iyy - ixy * ixy, 0.0) ** 0.25
-    else:
-        radius = math.sqrt(max((ixx + iyy) / 2.0, 0.0))
-    return float(SIGMA_TO_FWHM * radius)
-
-
-def adaptive_fwhm(image: np.ndarray, *, iterations: int = 50) -> float:
-    r"""FWHM (px) from adaptive (Gaussian-weighted) second moments, as afw's ``computeShape``.
-
-    Iterates the elliptical Gaussian weight :math:`W = \exp(-\tfrac12 r^T C_w^{-1} r)`
-    about the weighted centroid, with :math:`C_w \leftarrow 2 M` where :math:`M` is the
-    :math:`W`-weighted covariance, until it converges (for a Gaussian PSF of covariance
-    :math:`C`, the fixed point is :math:`C_w = C`). Returns the determinant radius
-    :math:`\det(C_w)^{1/4}` times :math:`2\sqrt{2\ln 2}` (``ModelPsfMatchTask``'s width);
-    unlike unweighted moments it is insensitive to the wings and the stamp size.
-    """
-    img = np.asarray(image, dtype=np.float64)
-    ny, nx = img.shape
-    y, x = np.mgrid[0:ny, 0:nx].astype(np.float64)
-    cx, cy = (nx - 1) / 2.0, (ny - 1) / 2.0
-    cov = np.eye(2) * (moments_fwhm(img) / SIGMA_TO_FWHM) ** 2
-    for _ in range(iterations):
-        inv = np.linalg.inv(cov)
-        dx, dy = x - cx, y - cy
-        w = img * np.exp(-0.5 * (inv[0, 0] * dx * dx + 2 * inv[0, 1] * dx * dy + inv[1, 1] * dy * dy))
-        total = w.sum()
-        cx, cy = float((w * x).sum() / total), float((w * y).sum() / total)
-        dx, dy = x - cx, y - cy
-        m = np.array([[(w * dx * dx).sum(), (w * dx * dy).sum()],
-                      [(w * dx * dy).sum(), (w * dy * dy).sum()]]) / total
-        new = 2.0 * m
-        if np.allclose(new, cov, rtol=1e-8, atol=1e-10):
-            cov = new
-            break
-        cov = new
-    return float(SIGMA_TO_FWHM * max(np.linalg.det(cov), 0.0) ** 0.25)
 
 
 def embed_centred(image: np.ndarray, size: int) -> np.ndarray:

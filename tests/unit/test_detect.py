@@ -12,12 +12,12 @@ from psfmatch.basis import SIGMA_TO_FWHM
 from psfmatch.detect import (
     CANDIDATE_COLUMNS,
     DetectionError,
-    adaptive_moments,
     detect_candidates,
     measure_fwhm,
 )
 from psfmatch.errors import PsfMatchError
 from psfmatch.exposure import DEFAULT_MASK_PLANES, Exposure
+from psfmatch.moments import adaptive_moments
 from psfmatch.synth import SimulationParams, make_pair, render_gaussians, science_psf_fwhm_at
 
 SHAPE = (512, 512)

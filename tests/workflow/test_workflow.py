@@ -135,6 +135,28 @@ def test_a_delta_function_field_is_read_by_no_step_of_an_al_run(finished_run):
         _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
 
 
+def test_a_config_with_keys_in_another_order_reruns_nothing(finished_run):
+    """Tools rewrite YAML with sorted (or any) key order: params must not see it."""
+    workdir, _ = finished_run
+
+    def reverse(value):
+        if isinstance(value, dict):
+            return {k: reverse(value[k]) for k in reversed(list(value))}
+        return value
+
+    config = _base_config(["good"])
+    _write_config(workdir, config, ["good"])
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(reverse(config),
+                                                                   sort_keys=False))
+    try:
+        dry = run_snakemake(workdir, "-n", "--cores", "2")
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert _jobs(dry.stdout) == {}, dry.stdout
+        assert "Nothing to be done" in dry.stdout + dry.stderr
+    finally:
+        _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
+
+
 def _df_config() -> dict:
     config = _base_config(["good"])
     config["psf_match"].update({"kernelBasisSet": "delta-function", "lambdaValue": 1.0e4,
