@@ -1,6 +1,6 @@
 """Kernel bases: Alard–Lupton Gaussians × polynomials, and delta functions.
 
-Conventions (ipdiffim-reference.md §0.2, §2): a kernel image of half-width ``h`` has
+Conventions (docs/conventions.md#kernel-images): a kernel image of half-width ``h`` has
 shape ``(2h+1, 2h+1)``; element ``[v + h, u + h]`` is the weight of the offset
 ``(u, v)`` (numpy ``[y, x]`` order). Basis lists are float64 arrays of shape
 ``(n_basis, 2h+1, 2h+1)``.
@@ -46,7 +46,9 @@ def polynomial_terms(order: int) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class AlardLuptonChoice:
-    """Outcome of the AL sizing rule (``generateAlardLuptonBasisList``, reference §2.2).
+    """Outcome of the AL sizing rule (``generateAlardLuptonBasisList``).
+
+    See docs/basis.md#alard-lupton-sizing.
 
     Attributes
     ----------
@@ -72,7 +74,9 @@ def choose_alard_lupton(
     target_fwhm: float | None = None,
     reference_fwhm: float | None = None,
 ) -> AlardLuptonChoice:
-    """Choose AL sigmas and kernel size from the PSF FWHMs (reference §2.2, current rule).
+    """Choose AL sigmas and kernel size from the PSF FWHMs (current rule).
+
+    See docs/basis.md#alard-lupton-sizing.
 
     ``cfg`` is a :class:`~psfmatch.config.PsfMatchConfig` (``kernelSize``,
     ``alardSigGauss``, ``alardDegGauss``, ``scaleByFwhm``, ``kernelSizeFwhmScaling``,
@@ -141,7 +145,9 @@ def _sigma_progression(
 def alard_lupton_basis(
     *, half_width: int, sigmas: Sequence[float], degrees: Sequence[int]
 ) -> np.ndarray:
-    """Raw-then-renormalised AL basis (reference §2.3–2.4).
+    """Raw-then-renormalised AL basis.
+
+    See docs/basis.md#alard-lupton-images and docs/basis.md#renormalisation.
 
     For each Gaussian (sigma ``s``, degree ``d``), in order, the images
     :math:`G_s(u, v)\\, X^{p_x} Y^{p_y}` for every monomial of total degree ≤ ``d``
@@ -177,7 +183,7 @@ def alard_lupton_basis(
 
 
 def renormalize_basis(basis: np.ndarray) -> np.ndarray:
-    """ip_diffim's ``renormalizeKernelList`` (reference §2.4); returns a new array.
+    """ip_diffim's ``renormalizeKernelList`` (docs/basis.md#renormalisation); returns a new array.
 
     Element 0 is scaled to unit sum. Every other element ``R`` with
     :math:`|\\Sigma R| > 1.19\\times10^{-7}` becomes :math:`R/\\Sigma R - B_0` (sum 0);
@@ -204,7 +210,7 @@ def renormalize_basis(basis: np.ndarray) -> np.ndarray:
 
 
 def delta_function_basis(kernel_size: int) -> np.ndarray:
-    """``kernel_size²`` delta functions, row by row (reference §3.1).
+    """``kernel_size²`` delta functions, row by row (docs/basis.md#delta-function-basis).
 
     Element ``k`` has a single 1 at ``[k // kernel_size, k % kernel_size]``. The
     delta-function basis is *not* renormalised.

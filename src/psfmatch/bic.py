@@ -1,4 +1,4 @@
-"""Choice of the Alard–Lupton polynomial degrees by BIC votes (reference §5.9).
+"""Choice of the Alard–Lupton polynomial degrees by BIC votes (docs/basis.md#bic-degrees).
 
 For every degree tuple :math:`(d_1, …, d_G)` with :math:`1 \\le d_j \\le D_j`
 (``alardDegGauss`` = :math:`D`), the AL basis with those degrees is built (same

@@ -1,9 +1,9 @@
-"""The candidate stages of ip_diffim's ``_solve`` loop, on arrays (reference §5).
+"""The candidate stages of ip_diffim's ``_solve`` loop, on arrays (docs/fitting.md).
 
 Candidates are rows of a table (a dict of equal-length numpy columns). Their state is
 ``status`` (``"GOOD"``/``"BAD"``), and a rejected candidate records ``stage``
 (``select``, ``single``, ``ksum``, ``spatial``), ``iteration`` and ``reason``.
-The *active set* is afw's visiting rule (§5.1): in each cell, the first
+The *active set* is afw's visiting rule (docs/fitting.md#active-set): in each cell, the first
 ``n_star_per_cell`` non-BAD candidates in rating order (``n ≤ 0``: all).
 """
 
@@ -153,7 +153,7 @@ def fit_single_kernels(
     *,
     progress_every: int = 200,
 ) -> SingleFits:
-    """``BuildSingleKernelVisitor`` over every candidate (reference §4, §5.2).
+    """``BuildSingleKernelVisitor`` over every candidate (docs/fitting.md#single-kernel-clipping).
 
     Every candidate is fitted (not only the active ones): a candidate's fit depends on
     nothing but its own stamps, so this equals ip_diffim's lazy visiting while keeping
@@ -285,7 +285,7 @@ def clip_kernel_sums(
     max_ksum_sigma: float,
     clipping: bool,
 ) -> tuple[np.ndarray, list[dict[str, float]]]:
-    """``KernelSumVisitor`` until it rejects nothing (reference §5.3, §5.7).
+    """``KernelSumVisitor`` until it rejects nothing (docs/fitting.md#kernel-sum-clipping).
 
     Each pass takes the active set, computes afw's clipped mean and std of its kernel
     sums, and rejects active candidates with ``|kSum − mean| > max_ksum_sigma · std``;
@@ -333,7 +333,7 @@ def assess_spatial(
     backgrounds: np.ndarray,
     limits: ResidualLimits,
 ) -> dict[str, np.ndarray]:
-    """``AssessSpatialKernelVisitor`` on the given (active) candidates (reference §5.6).
+    """``AssessSpatialKernelVisitor`` on the given (active) candidates (docs/fitting.md#assessment).
 
     ``kernels[i]`` and ``backgrounds[i]`` are the spatial model evaluated at candidate
     ``i``'s centre. Returns columns ``mean``, ``rms``, ``npix``, ``good``, ``reason``.

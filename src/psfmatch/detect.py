@@ -4,10 +4,10 @@ Everything here takes arrays or an :class:`~psfmatch.exposure.Exposure` and retu
 plain numpy columns; no file I/O (:mod:`psfmatch.io` does files).
 
 * :func:`detect_candidates` follows ip_diffim's historical ``KernelCandidateDetection``
-  (reference §1.4, §6.4a): background subtraction, positive threshold of one of the
+  (docs/candidates.md#detection): background subtraction, positive threshold of one of the
   four ``detThresholdType`` kinds, minimum footprint area ``fpNpixMin``, and footprints
   larger than ``fpNpixMax`` replaced by the single pixel at their bbox centre.
-* :func:`measure_fwhm` measures a PSF FWHM (trace radius, reference §6.1) from adaptive
+* :func:`measure_fwhm` measures a PSF FWHM (trace radius, docs/candidates.md#fwhm) from adaptive
   second moments of stars, for images that carry no PSF model.
 
 All positions are *parent* pixel coordinates: ``x = column + xy0[0]``,
@@ -90,7 +90,8 @@ def _subtract_background(image: np.ndarray, bad: np.ndarray, box_size: int) -> n
         if not np.all(np.isfinite(bkg)):
             raise ValueError("non-finite background")
     except ValueError as exc:
-        # ip_diffim's fallback (reference §6.2): a scalar median of the unflagged pixels.
+        # ip_diffim's fallback (docs/candidates.md#detection): a scalar median of the
+        # unflagged pixels.
         good = data[~bad]
         level = float(np.median(good)) if good.size else 0.0
         log.warning("Background2D failed (%s); using the median %.4g instead", exc, level)
@@ -257,7 +258,7 @@ def measure_fwhm(
     Each star's stamp ``(2 half_width + 1)**2`` around ``floor(x + 0.5)``,
     ``floor(y + 0.5)`` has the median of its two-pixel border subtracted and is measured
     with :func:`adaptive_moments`; the result is the median over stars of the trace
-    radius ``SIGMA_TO_FWHM * sqrt((Ixx + Iyy) / 2 - pixel_variance)`` (reference §6.1).
+    radius ``SIGMA_TO_FWHM * sqrt((Ixx + Iyy) / 2 - pixel_variance)`` (docs/candidates.md#fwhm).
 
     Parameters
     ----------

@@ -39,11 +39,11 @@ class PsfModelError(PsfMatchError, ValueError):
 
 
 class KernelTooLargeError(PsfMatchError, ValueError):
-    """The matching kernel does not fit in the PSF images (model-PSF matching, §8 step 5)."""
+    """The matching kernel does not fit in the PSF images (docs/model-psf.md#kernel-size-rule)."""
 
 
 class InsufficientAreaError(PsfMatchError, ValueError):
-    """Too few spatial cells fit in the exposure to match its PSF (§8 step 2)."""
+    """Too few spatial cells fit in the exposure to match its PSF (docs/model-psf.md#cell-grid)."""
 
 
 class ExposureError(PsfMatchError, ValueError):

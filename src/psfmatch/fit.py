@@ -8,7 +8,7 @@ stamp over the valid region (the stamp shrunk by the kernel half-width) is
 .. math::  S \\approx \\sum_i a_i (T \\star B_i) + b\\,[\\text{fit\\_background}],
 
 solved by weighted least squares: :math:`M = C^T W C`, :math:`\\beta = C^T W s`,
-:math:`(M + \\lambda H) a = \\beta` (reference §4.3–4.4).
+:math:`(M + \\lambda H) a = \\beta` (docs/fitting.md#candidate-fit).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def condition_number(
 def solve_normal_equations(
     matrix: np.ndarray, vector: np.ndarray, *, eigenvalues: np.ndarray | None = None
 ) -> np.ndarray:
-    """Solve the symmetric system as ip_diffim does (reference §4.4).
+    """Solve the symmetric system as ip_diffim does (docs/fitting.md#solving).
 
     A full-rank system (every eigenvalue above ``ε·n·|λ|max``, the rank test of the
     full-pivot LU ip_diffim uses) is solved directly; otherwise the eigen-decomposition
@@ -156,7 +156,7 @@ def fit_candidate(
     regularization_lambda: float | LambdaRule = 0.0,
     condition_number_type: str = "EIGENVALUE",
 ) -> CandidateSolution:
-    """Weighted least-squares kernel for one candidate (reference §4.2–4.4).
+    """Weighted least-squares kernel for one candidate (docs/fitting.md#candidate-fit).
 
     Parameters
     ----------
@@ -173,7 +173,7 @@ def fit_candidate(
         ``H`` (``n_basis(+1)`` square); ``(M + λH) a = β`` is solved with
         ``λ = regularization_lambda``, a number or a
         :class:`~psfmatch.regularization.LambdaRule` evaluated on this candidate's
-        system (reference §3.3). ``M`` and ``β`` are returned without ``λH``.
+        system (docs/basis.md#choosing-lambda). ``M`` and ``β`` are returned without ``λH``.
 
     Raises
     ------
@@ -247,7 +247,7 @@ def difference_stamp(
     kernel: np.ndarray,
     background: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``D = S − (K ⋆ T + bg)`` on the valid region (reference §4.6).
+    """``D = S − (K ⋆ T + bg)`` on the valid region (docs/fitting.md#difference-stamp).
 
     ``template`` and ``science`` are ``(image, variance, mask)`` stamps of one shape.
     Returns ``(D, var_S + K² ⋆ var_T, mask_S | OR of mask_T over the kernel footprint)``
@@ -281,6 +281,9 @@ def candidate_residuals(
     bad_bits: int,
     core_radius: int | None,
 ) -> ResidualStats:
-    """Residual statistics of ``D/σ`` for a candidate and a fixed kernel (§4.6)."""
+    """Residual statistics of ``D/σ`` for a candidate and a fixed kernel.
+
+    See docs/fitting.md#residual-statistics.
+    """
     diff, var, mask = difference_stamp(template, science, kernel, background)
     return residual_stats(diff, var, mask, bad_bits=bad_bits, core_radius=core_radius)

@@ -1,4 +1,4 @@
-"""Model-PSF matching: ip_diffim's ``ModelPsfMatchTask`` (ipdiffim-reference.md §8).
+"""Model-PSF matching: ip_diffim's ``ModelPsfMatchTask`` (docs/model-psf.md).
 
 An exposure whose PSF model is :math:`P(x, y)` is convolved with a spatially varying
 kernel :math:`K(x, y)` so that its PSF becomes a target (reference) model :math:`R`:
@@ -106,7 +106,9 @@ class CellGrid:
 def cell_grid(
     bbox: tuple[int, int, int, int], *, size_cell_x: int, size_cell_y: int, grow_cells: int = 1
 ) -> CellGrid:
-    """Cell centres over ``bbox`` grown by ``grow_cells`` cells on every side (§8 step 2).
+    """Cell centres over ``bbox`` grown by ``grow_cells`` cells on every side.
+
+    See docs/model-psf.md#cell-grid.
 
     ``n_x = region_width // size_cell_x`` (floor; likewise y) and the centres are
     ``size_cell_x·i + size_cell_x // 2 + region_min_x``. ip_diffim grows by one cell
@@ -143,7 +145,7 @@ def padded_psf_size(
     auto_pad_psf_to: float,
     pad_psf_by: int,
 ) -> tuple[int, int]:
-    """PSF image size after padding, and the padding (§8 step 4).
+    """PSF image size after padding, and the padding (docs/model-psf.md#psf-image-size).
 
     With ``do_auto_pad_psf``: padding ``max(0, nextOdd(kernel_size·auto_pad_psf_to) −
     psf_size)``; otherwise ``pad_psf_by``, which must be even.
@@ -164,7 +166,9 @@ def padded_psf_size(
 
 
 def check_kernel_size(kernel_size: int, psf_size: int) -> int:
-    """Raise unless a ``kernel_size`` kernel fits in ``psf_size`` PSF images (§8 step 5).
+    """Raise unless a ``kernel_size`` kernel fits in ``psf_size`` PSF images.
+
+    See docs/model-psf.md#kernel-size-rule.
 
     The largest kernel allowed is the largest odd number below ``psf_size``. Returns it.
 
@@ -209,7 +213,10 @@ def _realise(model: PsfModel, x: float, y: float, size: int, what: str) -> np.nd
 
 
 def _resized_reference(reference: Any, psf_size: int, where: tuple[float, float]) -> Any:
-    """The reference model at ``psf_size`` (§8 step 6): resized if it can be, else kept."""
+    """The reference model at ``psf_size``: resized if it can be, else kept.
+
+    See docs/model-psf.md#target-resizing.
+    """
     shape = np.shape(reference.image_at(*where))
     if shape == (psf_size, psf_size):
         return reference
@@ -277,7 +284,9 @@ def match_psf_models(
     padding: ModelPsfMatchConfig,
     grow_cells: int = 1,
 ) -> ModelMatch:
-    """Fit the kernel that matches ``psf`` (spatially varying) to ``reference`` (§8).
+    """Fit the kernel that matches ``psf`` (spatially varying) to ``reference``.
+
+    See docs/model-psf.md#model-psf-fit.
 
     Parameters
     ----------
@@ -436,7 +445,9 @@ def match_psf_models(
 def psf_matched_exposure(
     exposure: Exposure, kernel: SpatialKernel, target_image: np.ndarray
 ) -> Exposure:
-    """Convolve ``exposure`` with ``kernel``, normalised per pixel (§8 step 11).
+    """Convolve ``exposure`` with ``kernel``, normalised per pixel.
+
+    See docs/model-psf.md#normalised-convolution.
 
     ``O = (K ⋆ I)/ΣK``, variance ``(K² ⋆ V)/(ΣK)²``, masks OR-ed over the kernel
     footprint (:func:`psfmatch.subtract.convolve_exposure`); the ``k // 2`` border gets

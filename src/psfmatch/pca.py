@@ -1,4 +1,4 @@
-"""Principal-component spatial basis from single-candidate kernels (reference §5.4).
+"""Principal-component spatial basis from single-candidate kernels (docs/fitting.md#pca-basis).
 
 With ``usePcaForSpatialKernel`` the spatial model is not built on the fitting basis
 (27 AL kernels, or 441 delta functions) but on a handful of *eigen-kernels* of the
@@ -69,7 +69,7 @@ class PcaBasis:
 
 
 def pca_basis(kernels: np.ndarray, *, subtract_mean: bool, n_components: int) -> PcaBasis:
-    """ip_diffim's ``_createPcaBasis`` without the refit (reference §5.4, steps 1–7).
+    """ip_diffim's ``_createPcaBasis`` without the refit (docs/fitting.md#pca-basis).
 
     1. Each kernel is divided by its sum (kernels with a zero or non-finite sum are
        skipped, as candidates that throw are).

@@ -1,8 +1,9 @@
 """Smoothness penalty for delta-function kernels and the choice of its weight λ.
 
 A delta-function (DF) kernel of side ``w`` has ``N = w²`` free pixels, ``a_i`` with
-``i = row · w + col`` (reference §3.1). Fitted alone each candidate's kernel is noisy,
-so ip_diffim adds a quadratic penalty to its normal equations (reference §3.2–3.3):
+``i = row · w + col`` (docs/basis.md#delta-function-basis). Fitted alone each candidate's
+kernel is noisy, so ip_diffim adds a quadratic penalty to its normal equations
+(docs/basis.md#regularization-matrix, docs/basis.md#choosing-lambda):
 
 .. math::  (M + \\lambda H)\\, a = \\beta, \\qquad H = B^T B,
 
@@ -38,7 +39,7 @@ __all__ = [
     "risk_curve",
 ]
 
-#: Laplacian stencils ``c[dy + 1, dx + 1]`` (reference §3.2).
+#: Laplacian stencils ``c[dy + 1, dx + 1]`` (docs/basis.md#regularization-matrix).
 CENTRAL_STENCILS: dict[int, np.ndarray] = {
     5: np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]),
     9: np.array([[1.0, 4.0, 1.0], [4.0, -20.0, 4.0], [1.0, 4.0, 1.0]]) / 6.0,
@@ -63,7 +64,9 @@ def difference_operator(
     orders: tuple[int, ...] = (1, 2),
     border_penalty: float = 3.0,
 ) -> np.ndarray:
-    """The operator ``B`` (``N × N``, ``N = kernel_size²``) of reference §3.2.
+    """The operator ``B`` (``N × N``, ``N = kernel_size²``) of the penalty ``H = Bᵀ B``.
+
+    See docs/basis.md#regularization-matrix.
 
     ``centralDifference``: row ``i`` of an interior pixel (``0 < x < w−1`` and
     ``0 < y < w−1``) holds the Laplacian stencil centred on ``i``; a border pixel's row is
@@ -130,7 +133,8 @@ def regularization_matrix(
     border_penalty: float = 3.0,
     fit_background: bool = False,
 ) -> np.ndarray:
-    """``H = Bᵀ B`` (reference §3.2), with a zero background row/column when fitted.
+    """``H = Bᵀ B`` (docs/basis.md#regularization-matrix), with a zero background row/column
+    when fitted.
 
     Returns
     -------
@@ -152,7 +156,7 @@ def regularization_matrix(
 
 
 def lambda_grid(*, step_type: str, minimum: float, maximum: float, step: float) -> np.ndarray:
-    """The λ values scanned by the risk modes (reference §3.3, with the config's names).
+    """The λ values scanned by the risk modes (docs/basis.md#choosing-lambda).
 
     ``log``: ``λ = 10^l`` for ``l = minimum, minimum + step, … ≤ maximum``;
     ``linear``: ``λ = minimum, minimum + step, … ≤ maximum``.
@@ -216,7 +220,7 @@ def risk_curve(
     truncated variant chose, in 1 of 8, a λ with 890 times the optimal coefficient risk;
     UPRE picked the optimum within one 0.1-dex step in 8 of 8. It also never ran: the
     C++ reads the scan limits under names the config does not define
-    (``lambdaLogMin`` …), so both modes throw (reference §3.3). Here the scan uses
+    (``lambdaLogMin`` …), so both modes throw (docs/basis.md#risk-estimators). Here the scan uses
     ``lambdaMin/Max/Step`` (:func:`lambda_grid`).
 
     The scan costs one generalised eigen-decomposition: with ``UᵀMU = I`` and
@@ -265,7 +269,7 @@ class LambdaChoice:
 
 @dataclass(frozen=True, kw_only=True)
 class LambdaRule:
-    """How λ is chosen (``lambdaType`` and its parameters, reference §1.3, §3.3)."""
+    """How λ is chosen (``lambdaType`` and its parameters, docs/basis.md#choosing-lambda)."""
 
     lambda_type: str = "absolute"
     value: float = 0.2

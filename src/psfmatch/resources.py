@@ -1,7 +1,7 @@
 """What each workflow step needs (memory, run time, CPUs) for an image of a given size.
 
 The workflow's rules ask this module for their ``mem_mb``, ``runtime`` and
-``cpus_per_task`` (see ``workflow/common.smk``, ``step_resources``), so one table sizes
+``cpus_per_task`` (see ``workflow/resources.smk``, ``step_resources``), so one table sizes
 every job on a workstation and on SLURM alike, and a retried job asks for more.
 
 Model

@@ -1,8 +1,8 @@
 """Kernel-candidate selection: stamps, mask checks, S/N cut, cap and spatial cells.
 
 Pure arrays in, dicts of numpy columns out (no file I/O). The rules follow ip_diffim's
-``makeCandidateList`` / ``_sourceSelector`` (reference §6.2, §6.3) and afw's
-``SpatialCellSet`` (reference §5.1):
+``makeCandidateList`` / ``_sourceSelector`` (docs/candidates.md#selection) and afw's
+``SpatialCellSet`` (docs/candidates.md#cells):
 
 * stamp: the inclusive parent box ``[round(x) - kernel_size, round(x) + kernel_size]``
   (same in y) with ``round(v) = floor(v + 0.5)``, i.e. ``2 kernel_size + 1`` square;

@@ -1,4 +1,7 @@
-"""Spatial model of the kernel and background (reference §5.5).
+"""Spatial model of the kernel and background.
+
+Spatial functions: docs/conventions.md#spatial-functions; the joint fit:
+docs/fitting.md#spatial-fit.
 
 Spatial functions are 2-D polynomials of total order ``q`` with terms in afw order
 ``1, x, y, x², xy, y², ...``:
@@ -164,7 +167,7 @@ def fit_spatial(
     condition_number_type: str = "EIGENVALUE",
     compute_covariance: bool = False,
 ) -> SpatialFit:
-    """Joint spatial solution from the candidates' normal equations (reference §5.5).
+    """Joint spatial solution from the candidates' normal equations (docs/fitting.md#spatial-fit).
 
     Parameters
     ----------
@@ -186,7 +189,7 @@ def fit_spatial(
         by the solve: exact when full rank, else the eigen pseudo-inverse). It is the
         covariance of the estimate when each candidate's normal equations carry the
         inverse variances of its residuals as weights (``calculateKernelUncertainty``;
-        declared but never implemented in ip_diffim, reference §4.8). It is
+        declared but never implemented in ip_diffim; docs/fitting.md#kernel-uncertainty). It is
         conditional on the basis (a PCA basis is itself estimated from the data) and
         ignores the noise of the template stamps beyond what the weights include.
 

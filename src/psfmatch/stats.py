@@ -1,4 +1,8 @@
-"""Statistics with afw's exact definitions (reference §0.2, §4.6)."""
+"""Statistics with afw's exact definitions.
+
+See docs/conventions.md#statistics; the residual statistics of a difference stamp
+(:func:`residual_stats`): docs/fitting.md#residual-statistics.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Apply the spatially varying kernel to a whole exposure and subtract (reference §7).
+"""Apply the spatially varying kernel to a whole exposure and subtract.
 
 Convolution follows afw with the production settings of ``AlardLuptonSubtractTask``
-(``doNormalize = False``, ``doCopyEdge = True``) and its mask policy (§7.4.1).
+(``doNormalize = False``, ``doCopyEdge = True``; docs/warp-and-subtract.md#convolution) and
+its mask policy (docs/warp-and-subtract.md#template-mask).
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def _or_filter_1d(mask: np.ndarray, size: int, axis: int) -> np.ndarray:
 
 
 def prepare_template_mask(template: Exposure) -> Exposure:
-    """ip_diffim ``updateMasks`` for the template (§7.4.1); returns a new exposure.
+    """ip_diffim ``updateMasks`` for the template; returns a new exposure.
+
+    See docs/warp-and-subtract.md#template-mask.
 
     Planes in :data:`RENAME_TEMPLATE_PLANES` present in the template are copied to
     ``<NAME>_TEMPLATE``; every plane not in :data:`PRESERVE_TEMPLATE_PLANES` (or a
@@ -179,7 +182,9 @@ def _blockwise_variance(
 
 
 def subtract(science: Exposure, matched: Exposure, kernel: SpatialKernel) -> Exposure:
-    """``D = S − matched − background`` (masked-image arithmetic, §0.2, §7.4 step 5).
+    """``D = S − matched − background`` (masked-image arithmetic).
+
+    See docs/warp-and-subtract.md#subtraction.
 
     image: science − matched − background(x, y); variance: var_S + var_matched; mask:
     science mask (``DETECTED``/``DETECTED_NEGATIVE`` cleared) OR matched mask, with the

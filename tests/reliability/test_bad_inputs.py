@@ -1,4 +1,4 @@
-"""Bad inputs cost one pair, with a message a person understands (issue: reliability).
+"""Bad inputs cost one pair, with a message a person understands.
 
 One ``snakemake --keep-going`` run processes a good pair (stored under a path full of
 spaces, quotes and shell metacharacters, with a patch of NaN and negative variance) and

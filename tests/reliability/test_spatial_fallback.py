@@ -1,6 +1,6 @@
 """An ill-posed spatial system lowers its orders (logged, in metrics.json) or fails typed.
 
-Never NaNs in the difference image (issue: reliability).
+Never NaNs in the difference image.
 """
 
 from __future__ import annotations

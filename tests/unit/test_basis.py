@@ -1,4 +1,7 @@
-"""AL/DF bases against ip_diffim's own expectations (reference §2, §3.1, §10.1)."""
+"""AL/DF bases (docs/basis.md) against ip_diffim's own expectations.
+
+The expectations are those of ip_diffim's tests/test_basisLists.py.
+"""
 
 from __future__ import annotations
 
@@ -47,7 +50,8 @@ def test_renormalize_three_analytic_gaussians():
 @pytest.mark.parametrize(
     ("target", "reference", "mode", "sigmas", "size"),
     [
-        # the worked examples of reference §2.2 (FWHM in pixels, or sigma × SIGMA_TO_FWHM)
+        # ip_diffim's worked examples of the sizing rule, docs/basis.md#alard-lupton-sizing
+        # (FWHM in pixels, or sigma × SIGMA_TO_FWHM)
         (3.0, 4.0, "convolution", (0.7, 1.4, 2.8), 21),
         (4.0, 3.0, "deconvolution", (0.5618, 1.1235, 2.2471), 21),
         (5.0, 5.0, "config", (0.7, 1.5, 3.0), 21),

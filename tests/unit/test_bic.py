@@ -1,4 +1,4 @@
-"""BIC votes for the Alard–Lupton degrees (reference §5.9)."""
+"""BIC votes for the Alard–Lupton degrees (docs/basis.md#bic-degrees)."""
 
 from __future__ import annotations
 

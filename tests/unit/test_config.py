@@ -22,9 +22,10 @@ from psfmatch.errors import ConfigError
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
-# ip_diffim defaults as read from lsst/ip_diffim 3a2e29f8 (ipdiffim-reference.md §1.1-1.4,
-# §1.6, §1.7). Written out by hand here on purpose: this is the independent record the
-# dataclass defaults are checked against.
+# ip_diffim defaults as read from lsst/ip_diffim 3a2e29f8 (docs/configuration.md#psf-match-block,
+# docs/configuration.md#model-psf-blocks, docs/warp-and-subtract.md#warping). Written out
+# by hand here on purpose: this is the independent record the dataclass defaults are
+# checked against.
 REFERENCE_DEFAULTS = {
     "fitForBackground": False,
     "useAfwBackground": False,
@@ -100,8 +101,8 @@ REFERENCE_DEFAULTS = {
         "growFullMask": ["EDGE"],
     },
 }
-# AlardLuptonSubtractConfig.setDefaults (reference §1.8.1): what ip_diffim runs in
-# production, and what config/config.yaml ships.
+# AlardLuptonSubtractConfig.setDefaults (docs/configuration.md#production-overrides): what
+# ip_diffim runs in production, and what config/config.yaml ships.
 PRODUCTION_OVERRIDES = {"fitForBackground": True, "spatialKernelOrder": 1, "spatialBgOrder": 2}
 MODEL_PSF_MATCH_DEFAULTS = {"doAutoPadPsf": True, "autoPadPsfTo": 1.4, "padPsfBy": 0}
 
@@ -122,7 +123,10 @@ def test_dataclass_defaults_equal_ip_diffim_defaults():
 
 
 def test_delta_function_basis_takes_its_own_defaults():
-    """PsfMatchConfigDF.setDefaults: maxConditionNumber 5e6 and PCA on (reference §1.3)."""
+    """PsfMatchConfigDF.setDefaults: maxConditionNumber 5e6 and PCA on.
+
+    See docs/configuration.md#basis-defaults.
+    """
     df = PsfMatchConfig.from_lsst({"kernelBasisSet": "delta-function"})
     assert df.max_condition_number == 5.0e6
     assert df.use_pca_for_spatial_kernel is True

@@ -1,4 +1,8 @@
-"""Single-candidate fits against ip_diffim's expectations (reference §4, §10.1)."""
+"""Single-candidate fits (docs/fitting.md#candidate-fit) against ip_diffim's expectations.
+
+The expectations are those of ip_diffim's tests/test_kernelCandidateAndSolution.py and
+tests/test_buildSingleKernelVisitor.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Model-PSF matching: ip_diffim's test_modelPsfMatch expectations (reference §10) and §8 rules."""
+"""Model-PSF matching: the expectations of ip_diffim's tests/test_modelPsfMatch.py and the
+rules of docs/model-psf.md.
+"""
 
 from __future__ import annotations
 
@@ -97,12 +99,13 @@ def test_match_kernel_sum(exposure_psf, order, kernel_sum):
 
 
 def test_normalised_convolution_keeps_flux_whatever_the_kernel_sum(exposure_psf):
-    """doNormalize: each output pixel is divided by the local kernel sum (§8 step 11).
+    """doNormalize: each output pixel is divided by the local kernel sum.
 
     A constant image stays exactly constant for any ``kernelSum``, i.e. ``kernelSum``
-    never changes the photometric scale of the output. (It does change the shape
-    slightly: the kernel becomes ``B0 + R/kernelSum`` with ``R`` the fitted zero-sum part,
-    so reference pitfall 21's "not the output pixels" holds only for the flux scale.)
+    never changes the photometric scale of the output
+    (docs/model-psf.md#normalised-convolution). (It does change the shape slightly: the
+    kernel becomes ``B0 + R/kernelSum`` with ``R`` the fitted zero-sum part, so
+    ``kernelSum`` leaves the output pixels alone only in their flux scale.)
     """
     exposure = _exposure(psf=exposure_psf)
     exposure = exposure.with_(image=np.full(exposure.shape, 7.0, np.float32))
@@ -115,7 +118,8 @@ def test_normalised_convolution_keeps_flux_whatever_the_kernel_sum(exposure_psf)
         # the image is correlated in float32 FFTs: relative rounding up to ~1e-5
         np.testing.assert_allclose(out.image[finite], 7.0, rtol=5e-5)
         # variance sum(K^2 V)/sum(K)^2: finite and positive (its size reflects the
-        # under-determined 25-pixel / 27-unknown fits of this tiny setup, reference §8)
+        # under-determined 25-pixel / 27-unknown fits of this tiny setup,
+        # docs/model-psf.md#psf-candidates)
         assert np.all(np.isfinite(out.variance[finite]) & (out.variance[finite] > 0))
 
 

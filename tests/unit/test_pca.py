@@ -1,4 +1,4 @@
-"""PCA spatial basis (reference §5.4, ip_diffim test_kernelPca)."""
+"""PCA spatial basis (docs/fitting.md#pca-basis; ip_diffim tests/test_kernelPca.py)."""
 
 from __future__ import annotations
 

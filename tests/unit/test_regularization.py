@@ -1,4 +1,8 @@
-"""Delta-function regularization (reference §3.2–3.3, §10.1) and the choice of λ."""
+"""Delta-function regularization and the choice of λ.
+
+See docs/basis.md#regularization-matrix and docs/basis.md#choosing-lambda; ip_diffim's
+own checks are in its tests/test_basisLists.py.
+"""
 
 from __future__ import annotations
 

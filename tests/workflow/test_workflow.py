@@ -271,7 +271,7 @@ def test_changing_target_fwhm_reruns_only_model_psf_steps(finished_run):
         _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
 
 
-# ---------------------------------------------------------------------- QA and report (issue 6)
+# ---------------------------------------------------------------------- QA and report
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

@@ -5,7 +5,7 @@ The YAML ``psf_match:`` block uses ``ip_diffim``'s own ``PsfMatchConfig`` /
 ``detectionConfig`` and afw's ``warpingConfig`` as nested blocks). Everything below
 this module uses the PEP 8 names of the dataclasses here. Each field declares its
 LSST name in ``metadata["lsst"]``, next to its default, which is ip_diffim's default
-(read from ``lsst/ip_diffim`` at ``3a2e29f8``; see ``ipdiffim-reference.md`` §1).
+(read from ``lsst/ip_diffim`` at ``3a2e29f8``; see docs/configuration.md#psf-match-block).
 
 Range and type checks that JSON Schema expresses well live in
 ``workflow/schemas/config.schema.yaml`` (checked by Snakemake before any job starts);
@@ -132,7 +132,10 @@ def coerce_scalar(value: Any, kind: type, where: str) -> Any:
 
 @dataclass(frozen=True, kw_only=True)
 class DetectionConfig(_LsstMapped):
-    """Candidate detection (ip_diffim's historical ``DetectionConfig``, reference §1.4)."""
+    """Candidate detection (ip_diffim's historical ``DetectionConfig``).
+
+    See docs/candidates.md#detection.
+    """
 
     det_threshold: float = _f("detThreshold", 10.0)
     det_threshold_type: str = _f("detThresholdType", "pixel_stdev")
@@ -156,7 +159,7 @@ class DetectionConfig(_LsstMapped):
 
 @dataclass(frozen=True, kw_only=True)
 class WarpingConfig(_LsstMapped):
-    """Template warping (afw ``WarperConfig``, reference §1.7)."""
+    """Template warping (afw ``WarperConfig``, docs/warp-and-subtract.md#warping)."""
 
     warping_kernel_name: str = _f("warpingKernelName", "lanczos3")
     mask_warping_kernel_name: str = _f("maskWarpingKernelName", "bilinear")
@@ -188,7 +191,7 @@ class PsfMatchConfig(_LsstMapped):
     after construction they always hold a value.
     """
 
-    # --- PsfMatchConfig (reference §1.1)
+    # --- PsfMatchConfig (docs/configuration.md#psf-match-block)
     fit_for_background: bool = _f("fitForBackground", False)
     use_afw_background: bool = _f("useAfwBackground", False)
     kernel_basis_set: str = _f("kernelBasisSet", AL)
@@ -224,7 +227,7 @@ class PsfMatchConfig(_LsstMapped):
     constant_variance_weighting: bool = _f("constantVarianceWeighting", True)
     calculate_kernel_uncertainty: bool = _f("calculateKernelUncertainty", False)
     use_bic_for_kernel_basis: bool = _f("useBicForKernelBasis", False)
-    # --- PsfMatchConfigAL (reference §1.2)
+    # --- PsfMatchConfigAL (docs/basis.md#alard-lupton-sizing)
     alard_n_gauss: int = _f("alardNGauss", 3)
     alard_deg_gauss: tuple[int, ...] = _f("alardDegGauss", (4, 2, 2))
     alard_sig_gauss: tuple[float, ...] = _f("alardSigGauss", (0.7, 1.5, 3.0))
@@ -233,7 +236,7 @@ class PsfMatchConfig(_LsstMapped):
     alard_deg_gauss_deconv: int = _f("alardDegGaussDeconv", 3)
     alard_min_sig_deconv: float = _f("alardMinSigDeconv", 0.4)
     alard_n_gauss_deconv: int = _f("alardNGaussDeconv", 3)
-    # --- PsfMatchConfigDF (reference §1.3)
+    # --- PsfMatchConfigDF (docs/basis.md#regularization-matrix, docs/basis.md#choosing-lambda)
     use_regularization: bool = _f("useRegularization", True)
     regularization_type: str = _f("regularizationType", "centralDifference")
     central_regularization_stencil: int = _f("centralRegularizationStencil", 9)
@@ -316,7 +319,7 @@ def _lsst(attr: str) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelPsfMatchConfig(_LsstMapped):
-    """``ModelPsfMatchConfig``'s own fields (reference §1.6).
+    """``ModelPsfMatchConfig``'s own fields (docs/configuration.md#model-psf-blocks).
 
     The kernel options of model-PSF matching are a :class:`PsfMatchConfig` with the
     overrides of ``ModelPsfMatchConfig.setDefaults`` (see :meth:`kernel_config`).
