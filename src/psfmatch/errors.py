@@ -15,6 +15,7 @@ __all__ = [
     "PsfMatchError",
     "PsfModelError",
     "UndeclaredConfigError",
+    "WarpError",
 ]
 
 
@@ -48,6 +49,10 @@ class InsufficientAreaError(PsfMatchError, ValueError):
 
 class ExposureError(PsfMatchError, ValueError):
     """Image, mask and variance arrays do not form a valid exposure."""
+
+
+class WarpError(PsfMatchError, ValueError):
+    """The template cannot be warped onto the science grid (WCS, overlap, kernel, args)."""
 
 
 class InputFileError(PsfMatchError, OSError):

@@ -13,16 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from psfmatch.errors import PsfMatchError
+from psfmatch.errors import WarpError
 
-__all__ = ["KERNEL_NAMES", "InterpolationKernel", "WarpError", "resampling_kernel"]
+__all__ = ["KERNEL_NAMES", "InterpolationKernel", "resampling_kernel"]
 
 #: Warping kernels afw's ``WarperConfig`` allows (``warpingKernelName``).
 KERNEL_NAMES: tuple[str, ...] = ("bilinear", "lanczos3", "lanczos4", "lanczos5")
-
-
-class WarpError(PsfMatchError, ValueError):
-    """The template cannot be warped onto the science grid (WCS, overlap, kernel, args)."""
 
 
 @dataclass(frozen=True)

@@ -60,19 +60,14 @@ from typing import Any
 import numpy as np
 
 from psfmatch.cpus import available_cpus
+from psfmatch.errors import WarpError
 from psfmatch.exposure import Exposure
-from psfmatch.interpolation import (
-    KERNEL_NAMES,
-    InterpolationKernel,
-    WarpError,
-    resampling_kernel,
-)
+from psfmatch.interpolation import KERNEL_NAMES, InterpolationKernel, resampling_kernel
 
 __all__ = [
     "KERNEL_NAMES",
     "PixelTransform",
     "Resampled",
-    "WarpError",
     "copy_region",
     "coverage",
     "parse_shape",

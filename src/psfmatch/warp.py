@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 
+from psfmatch.errors import WarpError
 from psfmatch.exposure import Exposure
 from psfmatch.resample import (
     KERNEL_NAMES,
     PixelTransform,
-    WarpError,
     copy_region,
     coverage,
     parse_shape,
