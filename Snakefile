@@ -3,6 +3,7 @@
 # workflow/common.smk, rules in the other workflow/*.smk (one per ip_diffim task), step
 # code in src/psfmatch/steps (called by the scripts/ adapters); see README "Where things are".
 
+
 configfile: "config/config.yaml"
 
 

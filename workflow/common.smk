@@ -68,14 +68,19 @@ def step_params(step):
 def simulated_paths():
     """Image paths the simulate rule produces (they need not exist when parsing)."""
     return [
-        f"results/simulated/{name}/{role}.fits" for name in SIMULATED for role in SIM_ROLES
+        f"results/simulated/{name}/{role}.fits"
+        for name in SIMULATED
+        for role in SIM_ROLES
     ]
 
 
 with open(Path(workflow.current_basedir) / "schemas" / "pairs.schema.yaml") as _handle:
     PAIRS_SCHEMA = yaml.safe_load(_handle)
 PAIRS = read_pairs(
-    config["pairs"], schema=PAIRS_SCHEMA, produced=simulated_paths(), missing_files="record"
+    config["pairs"],
+    schema=PAIRS_SCHEMA,
+    produced=simulated_paths(),
+    missing_files="record",
 )
 # A missing input file costs its pair only: that pair's ingest job fails naming it.
 for _pair, _row in PAIRS.items():
@@ -145,7 +150,9 @@ def final_assessment(wildcards):
 
 def ksum_tables(wildcards):
     """The kernel-sum tables of every spatial iteration (their clip statistics)."""
-    return [f"results/{wildcards.pair}/iter{i}/ksum.parquet" for i in range(N_ITERATIONS)]
+    return [
+        f"results/{wildcards.pair}/iter{i}/ksum.parquet" for i in range(N_ITERATIONS)
+    ]
 
 
 def pair_products(pair):

@@ -10,16 +10,13 @@ rule convolve:
         kernel=rules.final_kernel.output.kernel,
         candidates=rules.final_kernel.output.candidates,
     output:
+        **matched_template_output(),
         difference="results/{pair}/difference.fits",
         metrics="results/{pair}/metrics.json",
-        **matched_template_output(),
     log:
         "logs/convolve/{pair}.log",
     benchmark:
         "benchmarks/convolve/{pair}.tsv"
-    params:
-        config=step_params("convolve"),
-        version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
     container:
@@ -27,5 +24,8 @@ rule convolve:
     threads: step_threads("convolve")
     resources:
         **step_resources("convolve"),
+    params:
+        config=step_params("convolve"),
+        version=psfmatch.__version__,
     script:
         "../scripts/convolve.py"

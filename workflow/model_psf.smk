@@ -22,14 +22,14 @@ rule simulated_psf:
         "logs/simulated_psf/{sim}.log",
     benchmark:
         "benchmarks/simulated_psf/{sim}.tsv"
-    params:
-        version=psfmatch.__version__,
+    conda:
+        "../envs/psfmatch.yaml"
     container:
         PSFMATCH_CONTAINER
     resources:
         **step_resources("simulated_psf"),
-    conda:
-        "../envs/psfmatch.yaml"
+    params:
+        version=psfmatch.__version__,
     script:
         "../scripts/simulated_psf.py"
 
@@ -47,16 +47,16 @@ rule model_psf_kernel:
         "logs/model_psf_kernel/{exposure}.log",
     benchmark:
         "benchmarks/model_psf_kernel/{exposure}.tsv"
-    params:
-        reader=exposure_reader,
-        config=step_params("model_psf_kernel"),
-        version=psfmatch.__version__,
+    conda:
+        "../envs/psfmatch.yaml"
     container:
         PSFMATCH_CONTAINER
     resources:
         **step_resources("model_psf_kernel"),
-    conda:
-        "../envs/psfmatch.yaml"
+    params:
+        reader=exposure_reader,
+        config=step_params("model_psf_kernel"),
+        version=psfmatch.__version__,
     script:
         "../scripts/model_psf_kernel.py"
 
@@ -75,15 +75,15 @@ rule model_psf_convolve:
         "logs/model_psf_convolve/{exposure}.log",
     benchmark:
         "benchmarks/model_psf_convolve/{exposure}.tsv"
+    conda:
+        "../envs/psfmatch.yaml"
+    container:
+        PSFMATCH_CONTAINER
+    threads: step_threads("model_psf_convolve")
+    resources:
+        **step_resources("model_psf_convolve"),
     params:
         reader=exposure_reader,
         version=psfmatch.__version__,
-    threads: step_threads("model_psf_convolve")
-    container:
-        PSFMATCH_CONTAINER
-    resources:
-        **step_resources("model_psf_convolve"),
-    conda:
-        "../envs/psfmatch.yaml"
     script:
         "../scripts/model_psf_convolve.py"

@@ -12,7 +12,9 @@ def simulated_psf_paths():
     return [f"results/simulated/{name}/template_psf.fits" for name in SIMULATED]
 
 
-with open(Path(workflow.current_basedir) / "schemas" / "exposures.schema.yaml") as _handle:
+with open(
+    Path(workflow.current_basedir) / "schemas" / "exposures.schema.yaml"
+) as _handle:
     EXPOSURES_SCHEMA = yaml.safe_load(_handle)
 EXPOSURES = (
     read_exposures(
@@ -29,9 +31,12 @@ if MODEL_TARGET["model"] == "exposure" and MODEL_TARGET["exposure"] not in EXPOS
         f"exposures sheet (ids: {sorted(EXPOSURES)})"
     )
 if MODEL_TARGET["model"] == "file" and not (
-    Path(MODEL_TARGET["path"]).is_file() or MODEL_TARGET["path"] in simulated_psf_paths()
+    Path(MODEL_TARGET["path"]).is_file()
+    or MODEL_TARGET["path"] in simulated_psf_paths()
 ):
-    raise ConfigError(f"model_psf_match.target.path {MODEL_TARGET['path']!r} does not exist")
+    raise ConfigError(
+        f"model_psf_match.target.path {MODEL_TARGET['path']!r} does not exist"
+    )
 
 
 wildcard_constraints:
@@ -47,7 +52,10 @@ def exposure_files(wildcards):
 def exposure_reader(wildcards):
     """Reader options of one exposure (mask convention, gain)."""
     row = EXPOSURES[wildcards.exposure]
-    return {"mask_convention": row.get("mask_convention", "afw"), "gain": row.get("gain")}
+    return {
+        "mask_convention": row.get("mask_convention", "afw"),
+        "gain": row.get("gain"),
+    }
 
 
 def target_files(wildcards):
@@ -73,4 +81,6 @@ def model_psf_products(exposure):
 
 def model_psf_outputs():
     """Everything psf_match_all builds."""
-    return [product for exposure in EXPOSURES for product in model_psf_products(exposure)]
+    return [
+        product for exposure in EXPOSURES for product in model_psf_products(exposure)
+    ]

@@ -13,15 +13,15 @@ rule ingest:
         "logs/ingest/{pair}.{role}.log",
     benchmark:
         "benchmarks/ingest/{pair}.{role}.tsv"
-    params:
-        reader=pair_reader_options,
-        version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
     container:
         PSFMATCH_CONTAINER
     resources:
         **step_resources("ingest"),
+    params:
+        reader=pair_reader_options,
+        version=psfmatch.__version__,
     script:
         "../scripts/ingest.py"
 
@@ -38,9 +38,6 @@ rule warp:
         "logs/warp/{pair}.log",
     benchmark:
         "benchmarks/warp/{pair}.tsv"
-    params:
-        config=step_params("warp"),
-        version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
     container:
@@ -48,6 +45,9 @@ rule warp:
     threads: step_threads("warp")
     resources:
         **step_resources("warp"),
+    params:
+        config=step_params("warp"),
+        version=psfmatch.__version__,
     script:
         "../scripts/warp.py"
 
@@ -64,15 +64,15 @@ rule detect:
         "logs/detect/{pair}.log",
     benchmark:
         "benchmarks/detect/{pair}.tsv"
-    params:
-        config=step_params("detect"),
-        version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
     container:
         PSFMATCH_CONTAINER
     resources:
         **step_resources("detect"),
+    params:
+        config=step_params("detect"),
+        version=psfmatch.__version__,
     script:
         "../scripts/detect.py"
 
@@ -91,14 +91,14 @@ rule select:
         "logs/select/{pair}.log",
     benchmark:
         "benchmarks/select/{pair}.tsv"
-    params:
-        config=step_params("select"),
-        version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
     container:
         PSFMATCH_CONTAINER
     resources:
         **step_resources("select"),
+    params:
+        config=step_params("select"),
+        version=psfmatch.__version__,
     script:
         "../scripts/select.py"

@@ -28,14 +28,14 @@ rule qa:
         "logs/qa/{pair}.log",
     benchmark:
         "benchmarks/qa/{pair}.tsv"
-    params:
-        config=step_params("qa"),
-        version=psfmatch.__version__,
+    conda:
+        "../envs/psfmatch.yaml"
     container:
         PSFMATCH_CONTAINER
     resources:
         **step_resources("qa"),
-    conda:
-        "../envs/psfmatch.yaml"
+    params:
+        config=step_params("qa"),
+        version=psfmatch.__version__,
     script:
         "../scripts/qa.py"

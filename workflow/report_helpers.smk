@@ -14,7 +14,9 @@ report_flag = report
 # The summary is an input of `all` (in the Snakefile), hence an absolute caption path.
 # The report embeds files with the type mimetypes guesses; Parquet is not in its table.
 mimetypes.add_type("application/vnd.apache.parquet", ".parquet")
-QA_SUMMARY_CAPTION = str(Path(workflow.basedir) / "workflow" / "report" / "qa_summary.rst")
+QA_SUMMARY_CAPTION = str(
+    Path(workflow.basedir) / "workflow" / "report" / "qa_summary.rst"
+)
 _LOG_SUFFIX = r"(\.(template|science|iter\d+))?\.log"
 
 
@@ -99,7 +101,10 @@ def write_run_summary():
     qa_summary(rows=rows, table_path=QA_SUMMARY["table"], html_path=QA_SUMMARY["html"])
     for row in rows:
         if row["status"] != "ok":
-            print(f"psfmatch: pair {row['pair']!r} {row['status']}: {row['error']}", file=sys.stderr)
+            print(
+                f"psfmatch: pair {row['pair']!r} {row['status']}: {row['error']}",
+                file=sys.stderr,
+            )
     print(
         f"psfmatch: run summary written to {QA_SUMMARY['table']} and {QA_SUMMARY['html']}",
         file=sys.stderr,

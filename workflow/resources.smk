@@ -13,7 +13,9 @@ from psfmatch.resources import estimate  # noqa: E402
 # The project image (Containerfile). A local Apptainer image file by default, in the
 # working directory; PSFMATCH_CONTAINER may name another file or a registry URL
 # (docker://..., oras://...). Used with `--software-deployment-method apptainer`.
-PSFMATCH_CONTAINER = os.environ.get("PSFMATCH_CONTAINER", f"psfmatch-{psfmatch.__version__}.sif")
+PSFMATCH_CONTAINER = os.environ.get(
+    "PSFMATCH_CONTAINER", f"psfmatch-{psfmatch.__version__}.sif"
+)
 
 # Pixels assumed for an image that does not exist yet when Snakemake builds the DAG (and is
 # not one of our simulated images). Resources are evaluated again just before a job is
@@ -27,7 +29,9 @@ _PIXEL_CACHE = {}
 def _simulated_pixels(path):
     for name, block in SIMULATED.items():
         if path in (f"results/simulated/{name}/{role}.fits" for role in SIM_ROLES):
-            ny, nx = block.get("shape", (1024, 1024))  # psfmatch.synth.SimulationParams default
+            ny, nx = block.get(
+                "shape", (1024, 1024)
+            )  # psfmatch.synth.SimulationParams default
             return ny * nx
     return None
 

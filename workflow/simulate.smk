@@ -9,14 +9,14 @@ rule simulate:
         "logs/simulate/{sim}.log",
     benchmark:
         "benchmarks/simulate/{sim}.tsv"
-    params:
-        simulation=simulation_params,
-        version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
     container:
         PSFMATCH_CONTAINER
     resources:
         **step_resources("simulate"),
+    params:
+        simulation=simulation_params,
+        version=psfmatch.__version__,
     script:
         "../scripts/simulate.py"

@@ -17,15 +17,15 @@ rule fit_single_kernels:
         "logs/fit_single_kernels/{pair}.log",
     benchmark:
         "benchmarks/fit_single_kernels/{pair}.tsv"
-    params:
-        config=step_params("fit_single_kernels"),
-        version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
     container:
         PSFMATCH_CONTAINER
     resources:
         **step_resources("fit_single_kernels"),
+    params:
+        config=step_params("fit_single_kernels"),
+        version=psfmatch.__version__,
     script:
         "../scripts/fit_single_kernels.py"
 
@@ -40,15 +40,15 @@ rule kernel_sum_clip:
         "logs/kernel_sum_clip/{pair}.iter{iteration}.log",
     benchmark:
         "benchmarks/kernel_sum_clip/{pair}.iter{iteration}.tsv"
-    params:
-        config=step_params("kernel_sum_clip"),
-        version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
     container:
         PSFMATCH_CONTAINER
     resources:
         **step_resources("kernel_sum_clip"),
+    params:
+        config=step_params("kernel_sum_clip"),
+        version=psfmatch.__version__,
     script:
         "../scripts/kernel_sum_clip.py"
 
@@ -66,15 +66,15 @@ rule spatial_fit:
         "logs/spatial_fit/{pair}.iter{iteration}.log",
     benchmark:
         "benchmarks/spatial_fit/{pair}.iter{iteration}.tsv"
-    params:
-        config=step_params("spatial_fit"),
-        version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
     container:
         PSFMATCH_CONTAINER
     resources:
         **step_resources("spatial_fit"),
+    params:
+        config=step_params("spatial_fit"),
+        version=psfmatch.__version__,
     script:
         "../scripts/spatial_fit.py"
 
@@ -91,15 +91,15 @@ rule assess:
         "logs/assess/{pair}.iter{iteration}.log",
     benchmark:
         "benchmarks/assess/{pair}.iter{iteration}.tsv"
-    params:
-        config=step_params("assess"),
-        version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
     container:
         PSFMATCH_CONTAINER
     resources:
         **step_resources("assess"),
+    params:
+        config=step_params("assess"),
+        version=psfmatch.__version__,
     script:
         "../scripts/assess.py"
 
@@ -117,14 +117,14 @@ rule final_kernel:
         "logs/final_kernel/{pair}.log",
     benchmark:
         "benchmarks/final_kernel/{pair}.tsv"
-    params:
-        config=step_params("spatial_fit"),
-        version=psfmatch.__version__,
     conda:
         "../envs/psfmatch.yaml"
     container:
         PSFMATCH_CONTAINER
     resources:
         **step_resources("final_kernel"),
+    params:
+        config=step_params("spatial_fit"),
+        version=psfmatch.__version__,
     script:
         "../scripts/spatial_fit.py"
