@@ -27,22 +27,21 @@ Method
    are ordered as opposite :math:`L_1, L_2, L_3`.
 3. **Hypotheses**: triangles whose invariants agree within ``invariant_tolerance`` (and
    whose orientations agree, unless ``allow_reflection``) give a similarity transform
-   :math:`t = a s + b` (complex :math:`a, b`; least squares on the three vertices:
-   :math:`a = \sum (t_i - \bar t)\overline{(s_i - \bar s)} / \sum |s_i - \bar s|^2`,
-   :math:`b = \bar t - a \bar s`). Each is scored by the number of bright science sources
-   it puts within ``match_radius`` of a bright template source; the best wins.
-4. **Refinement**: with that transform, every science source (up to ``max_sources``) is
-   paired with its mutual nearest template source within ``match_radius``; a full affine
-   transform is fitted by least squares; pairs whose residual exceeds ``clip_sigma``
-   robust standard deviations (:math:`\sigma = \mathrm{median}|r| / \sqrt{2 \ln 2}` for a
-   2-D Gaussian residual) are dropped and the fit repeated; then the pairing is redone
-   with the new transform, until the pairs stop changing.
+   :math:`t = a s + b` (complex; least squares on the vertices). Each is scored by the
+   number of bright science sources it puts within ``match_radius`` of a bright template
+   source; the three best distinct ones (at least six votes) are refined in turn.
+4. **Refinement**: every science source (up to ``max_sources``) is paired with its
+   nearest template source within ``match_radius``; an affine transform is fitted by
+   least squares weighted by the pairs' inverse centroid variances; pairs whose residual
+   exceeds ``clip_sigma`` robust standard deviations are dropped and the fit repeated;
+   the pairing is redone with the new transform until the pairs stop changing.
+5. If no hypothesis passes, the asterism lists grow threefold (partial overlap).
 
-The transform is accepted when at least ``min_matches`` pairs survive, their weighted 2-D
-rms residual :math:`\sqrt{\sum_i w_i |\mathbf{t}_i - M\mathbf{s}_i - \mathbf{o}|^2 /
-\sum_i w_i}` (:math:`w_i` the inverse residual variance of pair :math:`i`) is at most
-``max_rms`` pixels and its scale :math:`\sqrt{|\det M|}` lies within ``scale_range``;
-otherwise :class:`RegistrationError` carries the numbers.
+A refined transform is accepted when at least ``min_matches`` pairs survive (more in
+dense lists, where chance pairs are likely), their weighted 2-D rms residual
+:math:`\sqrt{\sum_i w_i |\mathbf{t}_i - M\mathbf{s}_i - \mathbf{o}|^2 / \sum_i w_i}` is at
+most ``max_rms`` pixels and its scale :math:`\sqrt{|\det M|}` lies within ``scale_range``;
+otherwise :class:`RegistrationError` carries the numbers of the best attempt.
 
 Any rotation is found (triangle invariants do not depend on it), so an image rotated by
 90° registers as such. No file I/O happens here.
@@ -86,25 +85,6 @@ _MIN_VOTES = 6
 
 #: Factor by which the asterism lists grow after a failed attempt.
 _WIDEN = 3
-
-
-def _needed_matches(tr: AffineTransform, s_xy: np.ndarray, t_xy: np.ndarray,
-                    opt: RegistrationOptions) -> int:
-    r"""Matches needed to rule out chance: ``min_matches``, and more in dense fields.
-
-    Under a wrong transform, each of the :math:`n` science sources that land inside the
-    template sources' bounding box (area :math:`A`, :math:`n_T` sources) finds a template
-    source within :math:`r` = ``match_radius`` with probability
-    :math:`n_T \pi r^2 / A`: :math:`\lambda = n n_T \pi r^2 / A` chance pairs, which
-    the six fitted parameters can bend towards. Require
-    :math:`\lceil\lambda + 5\sqrt\lambda\rceil + 6` as well.
-    """
-    pred = s_xy @ tr.matrix.T + tr.offset
-    lo, hi = t_xy.min(axis=0), t_xy.max(axis=0)
-    n_in = int(np.count_nonzero(np.all((pred >= lo) & (pred <= hi), axis=1)))
-    area = max(float(np.prod(hi - lo)), 1.0)
-    lam = n_in * min(1.0, len(t_xy) * math.pi * opt.match_radius**2 / area)
-    return max(opt.min_matches, math.ceil(lam + 5.0 * math.sqrt(lam)) + 6)
 
 
 class RegistrationError(PsfMatchError, RuntimeError):
@@ -315,6 +295,68 @@ class AffineTransform:
                 "rotation_deg": self.rotation_deg}
 
 
+# --------------------------------------------------------------------------- matching
+def _needed_matches(tr: AffineTransform, s_xy: np.ndarray, t_xy: np.ndarray,
+                    opt: RegistrationOptions) -> int:
+    r"""Matches needed to rule out chance: ``min_matches``, and more in dense fields.
+
+    Under a wrong transform, each of the :math:`n` science sources that land inside the
+    template sources' bounding box (area :math:`A`, :math:`n_T` sources) finds a template
+    source within :math:`r` = ``match_radius`` with probability
+    :math:`n_T \pi r^2 / A`: :math:`\lambda = n n_T \pi r^2 / A` chance pairs, which
+    the six fitted parameters can bend towards. Require
+    :math:`\lceil\lambda + 5\sqrt\lambda\rceil + 6` as well.
+    """
+    pred = s_xy @ tr.matrix.T + tr.offset
+    lo, hi = t_xy.min(axis=0), t_xy.max(axis=0)
+    n_in = int(np.count_nonzero(np.all((pred >= lo) & (pred <= hi), axis=1)))
+    area = max(float(np.prod(hi - lo)), 1.0)
+    lam = n_in * min(1.0, len(t_xy) * math.pi * opt.match_radius**2 / area)
+    return max(opt.min_matches, math.ceil(lam + 5.0 * math.sqrt(lam)) + 6)
+
+
+def _refine(matrix: np.ndarray, offset: np.ndarray, s_all: np.ndarray, s_err: np.ndarray,
+            t_all: np.ndarray, t_err: np.ndarray, t_tree: cKDTree,
+            opt: RegistrationOptions) -> tuple[AffineTransform, str, int]:
+    """Pair, fit, clip and re-pair from a first transform until the pairs are stable.
+
+    Returns the fitted transform, what disqualifies it (``""`` if nothing) and the number
+    of matches it needed (see :func:`_needed_matches`).
+    """
+    scale2 = abs(float(np.linalg.det(matrix)))
+    pairs: tuple[np.ndarray, np.ndarray] | None = None
+    keep = np.zeros(0, dtype=bool)
+    cov, rms = np.zeros((3, 3)), math.nan
+    for _ in range(opt.max_iterations):
+        i, j = mutual_pairs(s_all, t_tree, matrix, offset, opt.match_radius)
+        if i.size < 3:
+            return (AffineTransform(matrix, offset, int(i.size), math.nan),
+                    "fewer than 3 sources pair up", opt.min_matches)
+        if pairs is not None and np.array_equal(i, pairs[0]) and np.array_equal(j, pairs[1]):
+            break
+        pairs = (i, j)
+        err = np.sqrt(scale2 * s_err[i] ** 2 + t_err[j] ** 2 + opt.centroid_error_floor**2)
+        matrix, offset, keep, cov, rms = clipped_affine_fit(s_all[i], t_all[j], err,
+                                                            opt.clip_sigma)
+    i, j = pairs[0][keep], pairs[1][keep]
+    result = AffineTransform(matrix, offset, int(i.size), rms, s_all[i], t_all[j], cov)
+    det = float(np.linalg.det(matrix))
+    lo, hi = opt.scale_range
+    need = _needed_matches(result, s_all, t_all, opt)
+    if result.n_matches < need:
+        why = "too few matched sources"
+        if need > opt.min_matches:
+            why += f" (min_matches {opt.min_matches}, raised to {need} against chance pairs)"
+        return result, why, need
+    if not rms <= opt.max_rms:
+        return result, "matched sources scatter too much", need
+    if not lo <= result.scale <= hi or (det < 0 and not opt.allow_reflection):
+        return result, (f"the fitted transform has scale {result.scale:.4g} and "
+                        f"determinant {det:.4g} (scale range {lo:g}..{hi:g}, reflection "
+                        f"{'allowed' if opt.allow_reflection else 'not allowed'})"), need
+    return result, "", need
+
+
 # --------------------------------------------------------------------------- public
 def match_sources(
     science_xy: np.ndarray,
@@ -379,42 +421,6 @@ def match_sources(
         raise fail("too few sources detected", 0, math.nan)
     t_tree = cKDTree(t_all)
 
-    def refine(matrix: np.ndarray, offset: np.ndarray) -> tuple[AffineTransform, str, int]:
-        """Pair, fit, clip, re-pair until stable: the result, what is wrong with it (or
-        ""), and the number of matches it needs."""
-        scale2 = abs(float(np.linalg.det(matrix)))
-        pairs: tuple[np.ndarray, np.ndarray] | None = None
-        keep = np.zeros(0, dtype=bool)
-        cov, rms = np.zeros((3, 3)), math.nan
-        for _ in range(opt.max_iterations):
-            i, j = mutual_pairs(s_all, t_tree, matrix, offset, opt.match_radius)
-            if i.size < 3:
-                return (AffineTransform(matrix, offset, int(i.size), math.nan),
-                        "fewer than 3 sources pair up", opt.min_matches)
-            if pairs is not None and np.array_equal(i, pairs[0]) and np.array_equal(j, pairs[1]):
-                break
-            pairs = (i, j)
-            err = np.sqrt(scale2 * s_err[i] ** 2 + t_err[j] ** 2 + opt.centroid_error_floor**2)
-            matrix, offset, keep, cov, rms = clipped_affine_fit(s_all[i], t_all[j], err,
-                                                                opt.clip_sigma)
-        i, j = pairs[0][keep], pairs[1][keep]
-        result = AffineTransform(matrix, offset, int(i.size), rms, s_all[i], t_all[j], cov)
-        det = float(np.linalg.det(matrix))
-        lo, hi = opt.scale_range
-        need = _needed_matches(result, s_all, t_all, opt)
-        if result.n_matches < need:
-            why = "too few matched sources"
-            if need > opt.min_matches:
-                why += f" (min_matches {opt.min_matches}, raised to {need} against chance pairs)"
-            return result, why, need
-        if not rms <= opt.max_rms:
-            return result, "matched sources scatter too much", need
-        if not lo <= result.scale <= hi or (det < 0 and not opt.allow_reflection):
-            return result, (f"the fitted transform has scale {result.scale:.4g} and "
-                            f"determinant {det:.4g} (scale range {lo:g}..{hi:g}, reflection "
-                            f"{'allowed' if opt.allow_reflection else 'not allowed'})"), need
-        return result, "", need
-
     n_ast = opt.n_asterism_sources
     best: tuple[AffineTransform, str, int] | None = None
     most_votes = 0
@@ -427,7 +433,8 @@ def match_sources(
             most_votes = max(most_votes, votes)
             if votes < _MIN_VOTES:
                 break
-            result, problem, need = refine(matrix, offset)
+            result, problem, need = _refine(matrix, offset, s_all, s_err, t_all, t_err,
+                                            t_tree, opt)
             if not problem:
                 log.info("%s registered by %d sources (asterisms of the %d brightest): "
                          "rms %.3f px, scale %.5f, rotation %.4f deg, offset (%.3f, %.3f)",

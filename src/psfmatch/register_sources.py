@@ -162,8 +162,8 @@ def find_sources(
     row, col, value = row[inside], col[inside], value[inside]
 
     # unusable pixels inside each stamp, from a summed-area table (O(1) per source)
-    table = np.zeros((ny + 1, nx + 1), dtype=np.int64)
-    table[1:, 1:] = np.cumsum(np.cumsum(bad, axis=0), axis=1)
+    table = np.zeros((ny + 1, nx + 1), dtype=np.int32)  # counts < 2**31 pixels
+    np.cumsum(np.cumsum(bad, axis=0, dtype=np.int32), axis=1, out=table[1:, 1:])
     r0, r1, c0, c1 = row - hw, row + hw + 1, col - hw, col + hw + 1
     clean = (table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0]) == 0
     n_try = 2 * int(max_sources)  # spares for the moments that fail
