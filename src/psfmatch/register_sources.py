@@ -166,7 +166,7 @@ def find_sources(
     np.cumsum(np.cumsum(bad, axis=0, dtype=np.int32), axis=1, out=table[1:, 1:])
     r0, r1, c0, c1 = row - hw, row + hw + 1, col - hw, col + hw + 1
     clean = (table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0]) == 0
-    n_try = 2 * int(max_sources)  # spares for the moments that fail
+    n_try = int(max_sources) + int(max_sources) // 4 + 10  # spares for failed moments
     row, col, value = row[clean][:n_try], col[clean][:n_try], value[clean][:n_try]
 
     offs = np.arange(-hw, hw + 1)
@@ -178,7 +178,7 @@ def find_sources(
         border[2:-2, 2:-2] = False
         stamps -= np.median(stamps[:, border], axis=1)[:, None, None]
         with np.errstate(all="ignore"):  # non-converging stamps are flagged, not warned
-            cov, centroid, ok = adaptive_moments(stamps)
+            cov, centroid, ok = adaptive_moments(stamps, tol=1e-5)
         sigma2 = 0.5 * (cov[:, 0] + cov[:, 1])
         error = _centroid_error(stamps, exposure.variance[rr, cc].astype(np.float64),
                                 centroid, sigma2)
