@@ -92,27 +92,29 @@ class RegistrationError(PsfMatchError, RuntimeError):
 
     ``n_matches``, ``rms`` (px; NaN when no transform was fitted), the limits
     ``min_matches`` and ``max_rms`` and the source counts are attributes, and the message
-    states them.
+    states them. Built from a message alone (as ``type(err)(text)`` re-raises do), the
+    numbers are None and the message is the text as given.
     """
 
-    def __init__(self, message: str, *, n_matches: int, rms: float, min_matches: int,
-                 max_rms: float, n_science: int, n_template: int) -> None:
+    _NUMBERS = ("n_matches", "rms", "min_matches", "max_rms", "n_science", "n_template")
+
+    def __init__(self, message: str, *, n_matches: int | None = None, rms: float | None = None,
+                 min_matches: int | None = None, max_rms: float | None = None,
+                 n_science: int | None = None, n_template: int | None = None) -> None:
         self.bare_message = message
-        self.n_matches = int(n_matches)
-        self.rms = float(rms)
-        self.min_matches = int(min_matches)
-        self.max_rms = float(max_rms)
-        self.n_science = int(n_science)
-        self.n_template = int(n_template)
+        self.n_matches, self.min_matches = n_matches, min_matches
+        self.n_science, self.n_template = n_science, n_template
+        self.rms, self.max_rms = rms, max_rms
+        if n_matches is None:
+            super().__init__(message)
+            return
         super().__init__(
-            f"{message}: {self.n_matches} matched sources (need >= {self.min_matches}), "
-            f"rms {self.rms:.3g} px (limit {self.max_rms:g} px); {self.n_science} science "
-            f"and {self.n_template} template sources")
+            f"{message}: {n_matches} matched sources (need >= {min_matches}), "
+            f"rms {rms:.3g} px (limit {max_rms:g} px); {n_science} science "
+            f"and {n_template} template sources")
 
     def __reduce__(self):  # keep the numbers through pickling (multiprocessing, Snakemake)
-        kw = {k: getattr(self, k) for k in ("n_matches", "rms", "min_matches", "max_rms",
-                                            "n_science", "n_template")}
-        return (_rebuild_error, (self.bare_message, kw))
+        return (_rebuild_error, (self.bare_message, {k: getattr(self, k) for k in self._NUMBERS}))
 
 
 def _rebuild_error(message: str, kw: dict[str, Any]) -> RegistrationError:
@@ -491,8 +493,7 @@ def register_exposures(
           "bad_mask_planes": opt.bad_mask_planes}
     s = find_sources(science, **kw)
     t = find_sources(template, **kw)
-    log.info("%s: %d science and %d template sources for registration", label,
-             s["x"].size, t["x"].size)
+    log.info("%s: %d science, %d template sources", label, s["x"].size, t["x"].size)
     return match_sources(np.column_stack([s["x"], s["y"]]), np.column_stack([t["x"], t["y"]]),
                          science_error=s["error"], template_error=t["error"], options=opt,
                          label=label)

@@ -170,6 +170,8 @@ def test_no_common_stars_raise_with_numbers(small_pair):
     again = pickle.loads(pickle.dumps(err))
     assert (again.n_matches, again.min_matches, str(again)) == (err.n_matches,
                                                                 err.min_matches, msg)
+    # a step's `raise type(err)(f"{label}: {err}")` keeps the text
+    assert str(type(err)(f"pair p7: {err}")) == f"pair p7: {msg}"
 
 
 def test_rotated_90_degrees_registers_exactly(small_pair):
