@@ -36,7 +36,6 @@ No file I/O happens here.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -44,26 +43,18 @@ import numpy as np
 
 from psfmatch.errors import WarpError
 from psfmatch.exposure import Exposure
-from psfmatch.resample import (
-    KERNEL_NAMES,
-    PixelTransform,
-    copy_region,
-    coverage,
-    parse_shape,
-    resample_onto,
-    resampling_kernel,
-)
+from psfmatch.resample import KERNEL_NAMES, PixelTransform, parse_shape
+from psfmatch.warp_transform import warp_kernels, warp_through
 
 __all__ = [
     "KERNEL_NAMES",
     "WarpError",
+    "WcsTransform",
     "warp_exposure",
+    "wcs_overlap_fraction",
 ]
 
 log = logging.getLogger("psfmatch.warp")
-
-#: Side of the pass-through check grid (points per axis, corners included).
-_CHECK_POINTS = 17
 
 
 # --------------------------------------------------------------------------- geometry
@@ -82,8 +73,13 @@ def _check_wcs(wcs: Any, who: str) -> None:
         raise WarpError(msg)
 
 
-class _Transform(PixelTransform):
-    """Destination (science) array pixel -> template array pixel, through the sky."""
+class WcsTransform(PixelTransform):
+    """Destination (science) array pixel -> template array pixel, through the sky.
+
+    ``WcsTransform(science_wcs, template_wcs)(x, y)`` maps 0-based science array pixels
+    to template array pixels, :math:`W_T^{-1}(W_S(x, y))`, converting between celestial
+    frames when the two WCSs use different ones.
+    """
 
     def __init__(self, dst_wcs: Any, src_wcs: Any) -> None:
         from astropy.wcs.utils import wcs_to_celestial_frame
@@ -116,7 +112,41 @@ class _Transform(PixelTransform):
         return np.asarray(xs).reshape(x.shape), np.asarray(ys).reshape(x.shape)
 
 
-def _sky_box(tr: _Transform, wcs: Any, shape: tuple[int, int]) -> str:
+class _Identity(PixelTransform):
+    """Destination array pixel = template array pixel (two grids without a WCS, same shape)."""
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+
+def wcs_overlap_fraction(
+    science_wcs: Any, science_shape: tuple[int, int], template_wcs: Any,
+    template_shape: tuple[int, int], *, points: int = 33,
+) -> float:
+    """Fraction of the science grid whose pixel centres fall inside the template, via the WCSs.
+
+    Evaluated on ``points × points`` science pixels (corners included), mapped through
+    :class:`WcsTransform`; a pixel counts when its template position lies within the
+    template array (``-0.5 < x < nx - 0.5``, same for ``y``). 0 when either WCS is
+    missing or not a 2-axis celestial WCS, or when the mapping is not finite.
+    """
+    if science_wcs is None or template_wcs is None:
+        return 0.0
+    try:
+        _check_wcs(science_wcs, "science")
+        _check_wcs(template_wcs, "template")
+    except WarpError:
+        return 0.0
+    ny, nx = parse_shape(science_shape)
+    tny, tnx = parse_shape(template_shape)
+    gx, gy = np.meshgrid(np.linspace(0, nx - 1, points), np.linspace(0, ny - 1, points))
+    with np.errstate(invalid="ignore"):
+        xs, ys = WcsTransform(science_wcs, template_wcs)(gx, gy)
+        inside = (xs > -0.5) & (xs < tnx - 0.5) & (ys > -0.5) & (ys < tny - 0.5)
+    return float(np.count_nonzero(inside) / inside.size)
+
+
+def _sky_box(tr: WcsTransform, wcs: Any, shape: tuple[int, int]) -> str:
     ny, nx = shape
     xs = np.array([0, nx - 1, 0, nx - 1, (nx - 1) / 2], dtype=np.float64)
     ys = np.array([0, 0, ny - 1, ny - 1, (ny - 1) / 2], dtype=np.float64)
@@ -195,42 +225,8 @@ def warp_exposure(
         template through with a logged warning); no overlap between template and science.
     """
     ny, nx = parse_shape(shape)
-    kern = resampling_kernel(kernel, "warping kernel")
-    mkern = (kern if mask_kernel in (None, "")
-             else resampling_kernel(mask_kernel, "mask warping kernel"))
-    if mkern.lo < kern.lo or mkern.lo + mkern.ntaps > kern.lo + kern.ntaps:
-        msg = (f"mask warping kernel {mkern.name!r} is larger than warping kernel "
-               f"{kern.name!r}")
-        raise WarpError(msg)
-    if isinstance(interp_length, bool) or int(interp_length) != interp_length or interp_length < 0:
-        raise WarpError(f"interp_length must be an integer >= 0, got {interp_length!r}")
-    interp_length = int(interp_length)
-    if not (same_grid_tolerance >= 0):
-        raise WarpError(f"same_grid_tolerance must be >= 0, got {same_grid_tolerance!r}")
-    if isinstance(grow_full_mask, str):
-        grow_full_mask = [grow_full_mask]
-    grow_planes = list(grow_full_mask)
-
-    info: dict[str, Any] = {
-        "resampled": False,
-        "kernel": kern.name,
-        "mask_kernel": mkern.name,
-        "interp_length": interp_length,
-        "max_grid_offset_pix": 0.0,
-        "integer_offset": [0, 0],
-        "coverage_fraction": 1.0,
-        "relative_area_min": None,
-        "relative_area_max": None,
-        "shape": [ny, nx],
-    }
-
-    def result(image, variance, mask, planes) -> tuple[Exposure, dict[str, Any]]:
-        info["coverage_fraction"] = coverage(mask, planes)
-        warped = Exposure(
-            image=image, mask=mask, variance=variance, mask_planes=planes, wcs=wcs,
-            psf=template.psf, metadata=dict(template.metadata), xy0=tuple(xy0),
-        )
-        return warped, info
+    options = warp_kernels(kernel, mask_kernel, interp_length, grow_full_mask,
+                           same_grid_tolerance)
 
     # ---- no WCS at all: only the trivial case is allowed
     if wcs is None or template.wcs is None:
@@ -238,8 +234,8 @@ def warp_exposure(
             log.warning(
                 "template and science have no WCS; shapes agree (%d, %d), so the template "
                 "is passed through unwarped (xy0 %s -> %s)", ny, nx, template.xy0, tuple(xy0))
-            image, variance, mask, planes, _ = copy_region(template, (ny, nx), 0, 0)
-            return result(image, variance, mask, planes)
+            return warp_through(template, _Identity(), shape=(ny, nx), xy0=xy0, wcs=None,
+                                options=options, describe=lambda: "")
         who = "science" if wcs is None else "template"
         if wcs is None and template.wcs is None:
             who = "template and science"
@@ -248,51 +244,8 @@ def warp_exposure(
         raise WarpError(msg)
     _check_wcs(template.wcs, "template")
     _check_wcs(wcs, "science")
-    tr = _Transform(wcs, template.wcs)
-
-    # ---- same grid? integer translation within tolerance -> copy
-    cx = np.unique(np.round(np.linspace(0, nx - 1, _CHECK_POINTS)))
-    cy = np.unique(np.round(np.linspace(0, ny - 1, _CHECK_POINTS)))
-    gx, gy = np.meshgrid(cx, cy)
-    px, py = tr(gx, gy)
-    dxs, dys = px - gx, py - gy
-    if np.all(np.isfinite(dxs)) and np.all(np.isfinite(dys)):
-        ox, oy = float(np.round(np.median(dxs))), float(np.round(np.median(dys)))
-        dev = float(np.max(np.hypot(dxs - ox, dys - oy)))
-        info["max_grid_offset_pix"] = dev
-        info["integer_offset"] = [int(ox), int(oy)]
-    else:
-        ox = oy = 0.0
-        dev = math.inf
-        info["max_grid_offset_pix"] = None
-    if dev <= same_grid_tolerance:
-        image, variance, mask, planes, n = copy_region(template, (ny, nx), int(ox), int(oy))
-        if n == 0:
-            msg = (f"template and science do not overlap: science {_sky_box(tr, wcs, (ny, nx))}; "
-                   f"template {_sky_box(tr, template.wcs, template.shape)}")
-            raise WarpError(msg)
-        log.info("template on the science grid (offset %s, max deviation %.3g px): copied",
-                 info["integer_offset"], dev)
-        return result(image, variance, mask, planes)
-
-    # ---- resample
-    info["resampled"] = True
-    out = resample_onto(template, tr, (ny, nx), kernel=kern, mask_kernel=mkern,
-                        grow_planes=grow_planes, interp_length=interp_length)
-    if out.n_inside == 0:
-        boxes = (f"science {_sky_box(tr, wcs, (ny, nx))}; "
-                 f"template {_sky_box(tr, template.wcs, template.shape)}")
-        if out.n_geometric == 0:
-            msg = f"template and science do not overlap: {boxes}"
-        else:
-            msg = (f"template and science overlap, but no science pixel has a complete "
-                   f"{kern.name} footprint ({kern.ntaps}x{kern.ntaps}) inside the template "
-                   f"of shape {template.shape}: {boxes}")
-        raise WarpError(msg)
-    info["relative_area_min"], info["relative_area_max"] = out.area_min, out.area_max
-    warped, info = result(out.image, out.variance, out.mask, out.planes)
-    log.info("warped template %s -> %s with %s: coverage %.4f, max grid offset %s px",
-             template.shape, (ny, nx), kern.name, info["coverage_fraction"],
-             info["max_grid_offset_pix"])
-    return warped, info
-
+    tr = WcsTransform(wcs, template.wcs)
+    return warp_through(
+        template, tr, shape=(ny, nx), xy0=xy0, wcs=wcs, options=options,
+        describe=lambda: (f"science {_sky_box(tr, wcs, (ny, nx))}; "
+                          f"template {_sky_box(tr, template.wcs, template.shape)}"))

@@ -288,13 +288,13 @@ def test_twomass_pair_agrees_with_its_wcs():
     if not TWOMASS.is_dir():
         pytest.skip(f"real data folder {TWOMASS} is absent")
     from psfmatch.io import read_exposure
-    from psfmatch.warp import _Transform
+    from psfmatch.warp import WcsTransform
 
     # no variance map: any gain gives the relative weights (the atlas noise is ~5-13 DN)
     a = read_exposure(TWOMASS / "aK_asky_990502s1350080.fits.gz", gain=10.0)
     b = read_exposure(TWOMASS / "aK_asky_990502s1420198.fits.gz", gain=10.0)
     found = register_exposures(a.with_(wcs=None), b.with_(wcs=None), label="2MASS M17")
-    via_sky = _Transform(a.wcs, b.wcs)  # array pixels; xy0 = (0, 0) for both
+    via_sky = WcsTransform(a.wcs, b.wcs)  # array pixels; xy0 = (0, 0) for both
     # compare over the science pixels that land in the template (the overlap strip)
     yy, xx = np.mgrid[0 : a.shape[0] : 8, 0 : a.shape[1] : 8].astype(float)
     wx, wy = via_sky(xx, yy)
