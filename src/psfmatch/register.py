@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
+from psfmatch.config.sections import RegistrationOptions
 from psfmatch.errors import ConfigError, PsfMatchError
 from psfmatch.exposure import Exposure
 from psfmatch.register_match import (
@@ -96,22 +97,31 @@ class RegistrationError(PsfMatchError, RuntimeError):
     numbers are None and the message is the text as given.
     """
 
-    _NUMBERS = ("n_matches", "rms", "min_matches", "max_rms", "n_science", "n_template")
+    _NUMBERS = ("n_matches", "rms", "min_matches", "max_rms", "n_science", "n_template",
+                "note")
 
     def __init__(self, message: str, *, n_matches: int | None = None, rms: float | None = None,
                  min_matches: int | None = None, max_rms: float | None = None,
-                 n_science: int | None = None, n_template: int | None = None) -> None:
+                 n_science: int | None = None, n_template: int | None = None,
+                 note: str = "") -> None:
         self.bare_message = message
         self.n_matches, self.min_matches = n_matches, min_matches
         self.n_science, self.n_template = n_science, n_template
         self.rms, self.max_rms = rms, max_rms
+        self.note = note
         if n_matches is None:
-            super().__init__(message)
+            super().__init__(message + note)
             return
         super().__init__(
             f"{message}: {n_matches} matched sources (need >= {min_matches}), "
             f"rms {rms:.3g} px (limit {max_rms:g} px); {n_science} science "
-            f"and {n_template} template sources")
+            f"and {n_template} template sources{note}")
+
+    def with_note(self, note: str) -> RegistrationError:
+        """The same error (numbers kept) with ``note`` appended to its message."""
+        numbers = {k: getattr(self, k) for k in self._NUMBERS}
+        numbers["note"] = self.note + note
+        return RegistrationError(self.bare_message, **numbers)
 
     def __reduce__(self):  # keep the numbers through pickling (multiprocessing, Snakemake)
         return (_rebuild_error, (self.bare_message, {k: getattr(self, k) for k in self._NUMBERS}))
@@ -119,92 +129,6 @@ class RegistrationError(PsfMatchError, RuntimeError):
 
 def _rebuild_error(message: str, kw: dict[str, Any]) -> RegistrationError:
     return RegistrationError(message, **kw)
-
-
-@dataclass(frozen=True)
-class RegistrationOptions:
-    """Options of registration by sources (units: pixels unless stated).
-
-    Attributes
-    ----------
-    detection_threshold : float
-        Peak threshold in units of the noise of the smoothed image (see
-        :func:`find_sources`).
-    smoothing_sigma : float
-        Width (px) of the Gaussian that smooths the image before peak finding.
-    max_sources : int
-        Brightest usable sources per image used for the final fit.
-    n_asterism_sources : int
-        Brightest usable sources per image that form triangles.
-    n_neighbours : int
-        Each asterism source makes triangles with pairs of its nearest neighbours.
-    invariant_tolerance : float
-        Largest Euclidean distance between two triangles' invariants to pair them.
-    match_radius : float
-        Largest distance (template px) between a transformed science source and its
-        template counterpart.
-    min_matches : int
-        Fewest matched pairs accepted (an affine transform has 6 parameters); more are
-        needed where chance pairs are likely (dense lists, see ``_needed_matches``).
-    max_rms : float
-        Largest accepted weighted 2-D rms residual of the matched pairs (template px).
-    clip_sigma : float
-        Pairs with a residual above ``clip_sigma`` robust standard deviations are dropped.
-    centroid_error_floor : float
-        Added in quadrature to each pair's residual standard deviation (per axis), so
-        that the brightest stars do not get unbounded weight.
-    max_iterations : int
-        Most pairing/fitting rounds.
-    scale_range : tuple of float
-        Accepted range of the transform's scale ``sqrt(|det M|)`` (template px per
-        science px).
-    allow_reflection : bool
-        Also accept a mirrored image (``det M < 0``).
-    stamp_half_width : int
-        Half width of the stamps on which centroids are refined (must hold ~2 FWHM).
-    bad_mask_planes : tuple of str
-        Sources with any of these planes within ``stamp_half_width`` are not used.
-    """
-
-    detection_threshold: float = 5.0
-    smoothing_sigma: float = 1.5
-    max_sources: int = 400
-    n_asterism_sources: int = 40
-    n_neighbours: int = 5
-    invariant_tolerance: float = 0.01
-    match_radius: float = 3.0
-    min_matches: int = 10
-    max_rms: float = 0.5
-    clip_sigma: float = 3.0
-    centroid_error_floor: float = 0.01
-    max_iterations: int = 10
-    scale_range: tuple[float, float] = (0.5, 2.0)
-    allow_reflection: bool = False
-    stamp_half_width: int = 10
-    bad_mask_planes: tuple[str, ...] = ("NO_DATA", "EDGE", "SAT", "BAD", "CR")
-
-    def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> None:
-            raise ConfigError(f"registration option {name}={getattr(self, name)!r}: {why}")
-
-        for name in ("max_sources", "n_asterism_sources", "max_iterations"):
-            if int(getattr(self, name)) < 1:
-                bad(name, "must be >= 1")
-        if self.n_asterism_sources < 3:
-            bad("n_asterism_sources", "must be >= 3 (a triangle)")
-        if self.n_neighbours < 2:
-            bad("n_neighbours", "must be >= 2 (a triangle)")
-        if self.min_matches < 3:
-            bad("min_matches", "must be >= 3 (an affine transform has 6 parameters)")
-        for name in ("detection_threshold", "smoothing_sigma", "invariant_tolerance",
-                     "match_radius", "max_rms", "clip_sigma", "centroid_error_floor"):
-            if not float(getattr(self, name)) > 0:
-                bad(name, "must be > 0")
-        lo, hi = self.scale_range
-        if not 0 < lo <= 1 <= hi:
-            bad("scale_range", "must be (low, high) with 0 < low <= 1 <= high")
-        if self.stamp_half_width < 3:
-            bad("stamp_half_width", "must be >= 3")
 
 
 @dataclass(frozen=True, eq=False)

@@ -3,8 +3,8 @@
 * :mod:`psfmatch.config.lsst`: ``psf_match`` (``PsfMatchConfig`` + AL + DF, with the
   nested ``detectionConfig`` and ``warpingConfig``) and ``ModelPsfMatchConfig``: the one
   mapping between ip_diffim's CamelCase field names and our PEP 8 attributes.
-* :mod:`psfmatch.config.sections`: our snake_case sections (``warp``, ``detection``,
-  ``output``) and ``model_psf_match``.
+* :mod:`psfmatch.config.sections`: our snake_case sections (``warp`` with its ``sources``
+  sub-block, ``detection``, ``output``) and ``model_psf_match``.
 
 Every default lives in one of these two modules.
 """
@@ -22,6 +22,7 @@ from psfmatch.config.sections import (
     DetectionOptions,
     ModelPsfMatchSection,
     OutputOptions,
+    RegistrationOptions,
     WarpOptions,
     model_kernel_config,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "ModelPsfMatchSection",
     "OutputOptions",
     "PsfMatchConfig",
+    "RegistrationOptions",
     "WarpOptions",
     "WarpingConfig",
     "model_kernel_config",

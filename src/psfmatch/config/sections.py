@@ -9,7 +9,7 @@ here; ``workflow/schemas/config.schema.yaml`` documents their types and ranges.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 from psfmatch.config.lsst import (
@@ -21,9 +21,11 @@ from psfmatch.config.lsst import (
 from psfmatch.errors import ConfigError
 
 __all__ = [
+    "REGISTRATION_MODES",
     "DetectionOptions",
     "ModelPsfMatchSection",
     "OutputOptions",
+    "RegistrationOptions",
     "WarpOptions",
 ]
 
@@ -46,12 +48,132 @@ class _Section:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RegistrationOptions(_Section):
+    """``warp.sources``: registration by sources (:mod:`psfmatch.register`; units: pixels).
+
+    Used by the warp step when ``warp.registration`` is ``sources``, or ``auto`` without
+    two overlapping WCSs.
+
+    Attributes
+    ----------
+    detection_threshold : float
+        Peak threshold in units of the noise of the smoothed image (see
+        :func:`find_sources`).
+    smoothing_sigma : float
+        Width (px) of the Gaussian that smooths the image before peak finding.
+    max_sources : int
+        Brightest usable sources per image used for the final fit.
+    n_asterism_sources : int
+        Brightest usable sources per image that form triangles.
+    n_neighbours : int
+        Each asterism source makes triangles with pairs of its nearest neighbours.
+    invariant_tolerance : float
+        Largest Euclidean distance between two triangles' invariants to pair them.
+    match_radius : float
+        Largest distance (template px) between a transformed science source and its
+        template counterpart.
+    min_matches : int
+        Fewest matched pairs accepted (an affine transform has 6 parameters); more are
+        needed where chance pairs are likely (dense lists, see ``_needed_matches``).
+    max_rms : float
+        Largest accepted weighted 2-D rms residual of the matched pairs (template px).
+    clip_sigma : float
+        Pairs with a residual above ``clip_sigma`` robust standard deviations are dropped.
+    centroid_error_floor : float
+        Added in quadrature to each pair's residual standard deviation (per axis), so
+        that the brightest stars do not get unbounded weight.
+    max_iterations : int
+        Most pairing/fitting rounds.
+    scale_range : tuple of float
+        Accepted range of the transform's scale ``sqrt(|det M|)`` (template px per
+        science px).
+    allow_reflection : bool
+        Also accept a mirrored image (``det M < 0``).
+    stamp_half_width : int
+        Half width of the stamps on which centroids are refined (must hold ~2 FWHM).
+    bad_mask_planes : tuple of str
+        Sources with any of these planes within ``stamp_half_width`` are not used.
+    """
+
+    detection_threshold: float = 5.0
+    smoothing_sigma: float = 1.5
+    max_sources: int = 400
+    n_asterism_sources: int = 40
+    n_neighbours: int = 5
+    invariant_tolerance: float = 0.01
+    match_radius: float = 3.0
+    min_matches: int = 10
+    max_rms: float = 0.5
+    clip_sigma: float = 3.0
+    centroid_error_floor: float = 0.01
+    max_iterations: int = 10
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    allow_reflection: bool = False
+    stamp_half_width: int = 10
+    bad_mask_planes: tuple[str, ...] = ("NO_DATA", "EDGE", "SAT", "BAD", "CR")
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> None:
+            raise ConfigError(f"warp.sources.{name} = {getattr(self, name)!r}: {why}")
+
+        for name in ("max_sources", "n_asterism_sources", "max_iterations"):
+            if int(getattr(self, name)) < 1:
+                bad(name, "must be >= 1")
+        if self.n_asterism_sources < 3:
+            bad("n_asterism_sources", "must be >= 3 (a triangle)")
+        if self.n_neighbours < 2:
+            bad("n_neighbours", "must be >= 2 (a triangle)")
+        if self.min_matches < 3:
+            bad("min_matches", "must be >= 3 (an affine transform has 6 parameters)")
+        for name in ("detection_threshold", "smoothing_sigma", "invariant_tolerance",
+                     "match_radius", "max_rms", "clip_sigma", "centroid_error_floor"):
+            if not float(getattr(self, name)) > 0:
+                bad(name, "must be > 0")
+        if len(self.scale_range) != 2:
+            bad("scale_range", "must be (low, high)")
+        lo, hi = self.scale_range
+        if not 0 < lo <= 1 <= hi:
+            bad("scale_range", "must be (low, high) with 0 < low <= 1 <= high")
+        if self.stamp_half_width < 3:
+            bad("stamp_half_width", "must be >= 3")
+
+
+#: How the warp step learns where each science pixel falls in the template.
+REGISTRATION_MODES: tuple[str, ...] = ("auto", "wcs", "sources")
+
+
+@dataclass(frozen=True, kw_only=True)
 class WarpOptions(_Section):
-    """``warp``: our options of the warp step (the LSST kernels are ``psf_match.warpingConfig``)."""
+    """``warp``: our options of the warp step (the LSST kernels are ``psf_match.warpingConfig``).
+
+    ``registration``: ``wcs`` maps through both images' WCSs; ``sources`` matches the
+    stars of the two images and fits an affine pixel transform (``sources`` holds its
+    options); ``auto`` uses the WCSs when both images have one and they overlap, else the
+    sources.
+    """
 
     #: Pass the template through unresampled if its grid maps onto the science grid
     #: within this many pixels.
     same_grid_tolerance_pix: float = 0.01
+    #: ``auto`` | ``wcs`` | ``sources``.
+    registration: str = "auto"
+    #: Options of registration by sources.
+    sources: RegistrationOptions = field(default_factory=RegistrationOptions)
+
+    def __post_init__(self) -> None:
+        if self.registration not in REGISTRATION_MODES:
+            msg = (f"warp.registration = {self.registration!r}: use one of "
+                   f"{list(REGISTRATION_MODES)}")
+            raise ConfigError(msg)
+
+    @classmethod
+    def from_dict(cls, block: Mapping[str, Any] | None, *, where: str) -> WarpOptions:
+        """The section from ``block``; ``sources`` is a nested :class:`RegistrationOptions`."""
+        block = dict(block or {})
+        sources = RegistrationOptions.from_dict(block.pop("sources", None),
+                                                where=f"{where}.sources")
+        plain = super().from_dict(block, where=where)
+        return replace(plain, sources=sources)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -93,7 +93,8 @@ STEP_READS: dict[str, StepReads] = {
     "simulate": StepReads(),  # reads its own block simulate.<name>, passed whole
     "simulated_psf": StepReads(),
     "ingest": StepReads(),  # reads the pairs-sheet row only
-    "warp": StepReads(("psf_match.warpingConfig", "warp.same_grid_tolerance_pix")),
+    "warp": StepReads(("psf_match.warpingConfig", "warp.same_grid_tolerance_pix",
+                       "warp.registration", "warp.sources")),
     "detect": StepReads(
         _pm("detectionConfig.detThreshold", "detectionConfig.detThresholdType",
             "detectionConfig.detOnTemplate", "detectionConfig.badMaskPlanes",

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from psfmatch import io
+from psfmatch.align import align_template
 from psfmatch.basis import choose_basis
 from psfmatch.detect import detect_candidates, measure_fwhm
 from psfmatch.errors import (
@@ -22,7 +23,6 @@ from psfmatch.errors import (
 )
 from psfmatch.select import check_overlap, common_region, cut_stamps, select_candidates
 from psfmatch.steps.fields import StepConfig
-from psfmatch.warp import warp_exposure
 
 __all__ = ["detect", "select", "warp"]
 
@@ -38,29 +38,21 @@ def warp(
     config: Mapping[str, Any],
     label: str,
 ) -> None:
-    """Resample the template onto the science grid; pass it through if the grids agree.
+    """Bring the template onto the science grid (through the WCSs or by the stars).
 
     ``config``: the step's params (:mod:`psfmatch.steps.fields`), read for
-    ``psf_match.warpingConfig`` and ``warp.same_grid_tolerance_pix``. Writes the warped
-    template (afw layout) and a JSON sidecar with what was done (resampled or not, grid
-    offset, coverage fraction).
+    ``psf_match.warpingConfig`` and ``warp`` (``registration``, ``sources``,
+    ``same_grid_tolerance_pix``); :func:`psfmatch.align.align_template` does the work.
+    Writes the warped template (afw layout) and a JSON sidecar with what was done
+    (registration method and why, the fitted transform with its matches and rms,
+    resampled or passed through, grid offset, coverage fraction).
     """
     cfg = StepConfig("warp", config)
-    warping = cfg.psf_match.warping
     template = io.read_exposure(template_path)
     science = io.read_exposure(science_path)
     try:
-        warped, info = warp_exposure(
-            template,
-            wcs=science.wcs,
-            shape=science.shape,
-            xy0=science.xy0,
-            kernel=warping.warping_kernel_name,
-            mask_kernel=warping.mask_warping_kernel_name,
-            interp_length=warping.interp_length,
-            grow_full_mask=warping.grow_full_mask,
-            same_grid_tolerance=cfg.warp.same_grid_tolerance_pix,
-        )
+        warped, info, _ = align_template(template, science, warp=cfg.warp,
+                                         warping=cfg.psf_match.warping, label=label)
     except PsfMatchError as err:
         msg = f"{label}: {err} (template {template_path}, science {science_path})"
         raise type(err)(msg) from err
