@@ -115,10 +115,11 @@ def pair_input(wildcards):
 
 
 def pair_reader_options(wildcards):
-    """Reader options of one role of one pair (mask convention, gain, layout, missing files)."""
+    """Reader options of one role of one pair (mask convention, gain, layout, HDU,
+    saturation level, missing files)."""
     row = PAIRS[wildcards.pair]
     role = wildcards.role
-    return {
+    options = {
         "mask_convention": row.get(f"{role}_mask_convention", "afw"),
         "gain": row.get(f"{role}_gain"),
         "layout": row.get(f"{role}_layout", "auto"),
@@ -128,6 +129,11 @@ def pair_reader_options(wildcards):
             if column == role or column.startswith(f"{role}_")
         },
     }
+    # only when given, so that the params of sheets without these columns stay as they were
+    for key in ("hdu", "saturation"):
+        if f"{role}_{key}" in row:
+            options[key] = row[f"{role}_{key}"]
+    return options
 
 
 def simulation_params(wildcards):

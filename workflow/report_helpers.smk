@@ -94,6 +94,7 @@ def write_run_summary():
             metrics_path=f"results/{pair}/metrics.json",
             plot_paths=[qa_plot_path(pair, key) for key in QA_PLOTS],
             logs=pair_logs(pair),
+            warp_path=f"results/{pair}/warp/warp.json",
         )
         for pair in PAIRS
     ]

@@ -36,15 +36,20 @@ STATS_BAD_PLANES = ("NO_DATA", "EDGE", "SAT", "SAT_TEMPLATE", "BAD", "CR", "SUSP
 REJECTION_STAGES = ("select", "single", "ksum", "pca", "spatial")
 
 
-def verdict(n_good: int, n_terms: int, *, reduced_order: bool = False) -> str:
+def verdict(n_good: int, n_terms: int, *, reduced_order: bool = False,
+            ill_conditioned: bool = False) -> str:
     """ip_diffim's judgement of a spatial fit from its good candidates per spatial term.
 
-    ``underconstrained`` with fewer good candidates than spatial terms; ``reduced spatial
-    order`` when the fit had to lower its orders; ``poorly constrained`` with at most two
-    per term; else ``well constrained``.
+    ``underconstrained`` with fewer good candidates than spatial terms; ``ill-conditioned``
+    when the spatial condition number exceeds ``maxSpatialConditionNumber`` (ip_diffim
+    only logs a warning then; the verdict says it so that no summary calls such a fit
+    well constrained); ``reduced spatial order`` when the fit had to lower its orders;
+    ``poorly constrained`` with at most two per term; else ``well constrained``.
     """
     if n_good < n_terms:
         return "underconstrained"
+    if ill_conditioned:
+        return "ill-conditioned"
     if reduced_order:
         return "reduced spatial order"
     if n_good <= 2 * n_terms:
@@ -90,11 +95,15 @@ def difference_metrics(
     candidates: Mapping[str, np.ndarray],
     *,
     n_star_per_cell: int,
+    max_spatial_condition_number: float | None = None,
 ) -> dict[str, Any]:
     """``metrics.json`` of an image difference: fit health and residual statistics.
 
     ``candidates`` is the final candidate table (status, stage, reason, cell, rank);
-    ``n_star_per_cell`` gives the active set the final fit used.
+    ``n_star_per_cell`` gives the active set the final fit used. With
+    ``max_spatial_condition_number`` (``maxSpatialConditionNumber``), a larger spatial
+    condition number makes the verdict ``ill-conditioned``, sets
+    ``spatial_condition.exceeded`` and adds a line to ``warnings``.
     """
     status, stage = candidates["status"], candidates["stage"]
     n_good = int((status == "GOOD").sum())
@@ -109,6 +118,13 @@ def difference_metrics(
     active = active_set(candidates["cell"], candidates["rank"], status == "GOOD", n_star_per_cell)
     basis = kernel.metadata.get("basis") or {}
     fitting_basis = basis.get("fitting_basis", basis) or {}
+    condition = kernel.metadata.get("condition_number")
+    exceeded = bool(max_spatial_condition_number is not None and condition is not None
+                    and condition > max_spatial_condition_number)
+    warnings = []
+    if exceeded:
+        warnings.append(f"spatial condition number {condition:.3g} exceeds "
+                        f"maxSpatialConditionNumber {max_spatial_condition_number:.3g}")
     return {
         "kernel_sum": kernel.kernel_sum,
         "kernel_size": kernel.kernel_size,
@@ -129,7 +145,11 @@ def difference_metrics(
             "rejected_by_stage": {k: int((stage == k).sum()) for k in rejected},
             "rejected_reasons": rejected,
         },
-        "verdict": verdict(n_good, n_terms, reduced_order=len(attempts) > 1),
+        "verdict": verdict(n_good, n_terms, reduced_order=len(attempts) > 1,
+                           ill_conditioned=exceeded),
+        "spatial_condition": {"value": condition, "max": max_spatial_condition_number,
+                              "exceeded": exceeded},
+        "warnings": warnings,
         "difference": {
             "n_pixels": int(z.size),
             "mean": float(z.mean()) if z.size else float("nan"),

@@ -292,7 +292,10 @@ def test_hdu_selection_and_primary_metadata(tmp_path):
     path = tmp_path / "mef.fits"
     fits.HDUList([primary, ext]).writeto(path)
     exposure = read_exposure(path, hdu="S4")
+    # the header cards, plus ingest's record that the variance was estimated
+    note = exposure.metadata.pop("PSFMATCH VARIANCE")
     assert exposure.metadata == {"OBSID": "abc", "GAIN": 1.0}
+    assert note.startswith("estimated from gain 1 e-/ADU (header GAIN)")
     with pytest.raises(InputFileError, match=r"mef\.fits.*'IMAGE'"):
         read_exposure(path, hdu="IMAGE")
 
@@ -340,9 +343,12 @@ def test_gzip_corrupt(tmp_path):
 
 
 def test_integer_image(tmp_path):
-    path = write_single(tmp_path / "int.fits", np.ones(SHAPE, np.int16))
-    with pytest.raises(InputFileError, match=r"int\.fits.*HDU 0 'PRIMARY'.*floating point"):
-        read_exposure(path, gain=1.0)
+    # Raw integer pixels are read as float32 (tests/unit/test_io_raw.py: BZERO/BSCALE).
+    path = write_single(tmp_path / "int.fits", np.arange(np.prod(SHAPE), dtype=np.int16)
+                        .reshape(SHAPE))
+    exposure = read_exposure(path, gain=1.0)
+    assert exposure.image.dtype == np.float32
+    np.testing.assert_array_equal(exposure.image, np.arange(np.prod(SHAPE)).reshape(SHAPE))
 
 
 @pytest.mark.parametrize("shape", [(5, 6, 7), (12,)])

@@ -39,8 +39,6 @@ __all__ = [
 
 logger = logging.getLogger("psfmatch.io")
 
-logger = logging.getLogger("psfmatch.io")
-
 #: ZTF ``mskimg`` bit index -> LSST plane (from the ``BITnn`` cards of the mask header).
 #: Bits 13-15 are "reserved" and left unmapped. Bits 1 and 11 flag sources.
 ZTF_MASK_BITS: dict[int, str] = {
@@ -182,8 +180,22 @@ def convert_mask(
 def estimate_variance(
     image: np.ndarray, header: Mapping[str, Any], where: str, gain: float | None,
     read_noise: float | None,
-) -> np.ndarray:
-    """Poisson + read-noise variance, logged as an estimate (see :func:`read_exposure`)."""
+) -> tuple[np.ndarray, str]:
+    r"""Poisson + read-noise variance, logged as an estimate (see :func:`read_exposure`).
+
+    :math:`V = \max(I + s, 0)/g + (r/g)^2` (ADU²) with the gain :math:`g` (e⁻/ADU: the
+    ``gain`` argument, else header ``GAIN``/``GAINA``), the read noise :math:`r` (e⁻:
+    ``read_noise``, else ``RDNOISE``/``READNOI``, else 0) and :math:`s` the sky added
+    back: header ``AVSKY``/``SKYLEVEL`` when the image median is below half of it (a
+    sky-subtracted image), else 0. Non-finite pixels get :math:`+\infty`.
+
+    Returns
+    -------
+    variance : numpy.ndarray
+        float64, the image's shape.
+    note : str
+        What the estimate was made from (for the exposure's metadata and the run summary).
+    """
     source = "gain argument"
     if gain is None:
         for key in ("GAIN", "GAINA"):
@@ -218,11 +230,10 @@ def estimate_variance(
     counts = np.maximum(image.astype(np.float64) + sky_removed, 0.0)
     variance = counts / gain + (float(read_noise) / gain) ** 2
     variance[~np.isfinite(image)] = np.inf
-    logger.warning(
-        "variance of %s estimated from gain %.6g e-/ADU (%s), read noise %.6g e- (%s); %s",
-        where, gain, source, read_noise, rn_source, sky_note,
-    )
-    return variance
+    note = (f"estimated from gain {gain:.6g} e-/ADU ({source}), read noise "
+            f"{float(read_noise):.6g} e- ({rn_source}); {sky_note}")
+    logger.warning("variance of %s %s", where, note)
+    return variance, note
 
 
 def afw_extensions(

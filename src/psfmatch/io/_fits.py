@@ -26,6 +26,7 @@ import numpy as np
 from astropy.io import fits
 
 from psfmatch.errors import ExposureError, InputFileError
+from psfmatch.io._raw import scaling_problem, to_float_image
 
 __all__ = [
     "PLAIN_KEY",
@@ -110,6 +111,7 @@ def load_fits(path: str | os.PathLike[str], what: str = "FITS file") -> tuple[Pa
             raise InputFileError(f"{what} {path} is a corrupt gzip file ({exc})") from exc
     hdus: list[Hdu] = []
     last = None
+    bad_scaling = ""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         failure: Exception | None = None
@@ -117,7 +119,13 @@ def load_fits(path: str | os.PathLike[str], what: str = "FITS file") -> tuple[Pa
             with fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False) as hdul:
                 for index, hdu in enumerate(hdul):
                     data = None
-                    if isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
+                    image_hdu = isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU)
+                    if image_hdu and (problem := scaling_problem(hdu.header)) is not None:
+                        bad_scaling = (f"{what} {path} [HDU {index} {hdu.name!r}] holds integer "
+                                       f"data (BITPIX {hdu.header['BITPIX']}) with an unusable "
+                                       f"scaling: {problem}")
+                        break
+                    if image_hdu:
                         # one copy that also converts FITS big-endian to native order
                         data = (
                             None
@@ -130,6 +138,8 @@ def load_fits(path: str | os.PathLike[str], what: str = "FITS file") -> tuple[Pa
                 last = hdul.fileinfo(len(hdul) - 1) if len(hdul) else None
         except Exception as exc:  # astropy, numpy and zlib raise many types
             failure = exc
+    if bad_scaling:
+        raise InputFileError(bad_scaling)
     notes = [str(w.message) for w in caught]
     broken = [n for n in notes if "truncated" in n or "extra bytes after the last HDU" in n]
     if failure is None and last is not None and last["datLoc"] + last["datSpan"] > len(raw):
@@ -162,20 +172,17 @@ def find_hdu(path: Path, hdus: list[Hdu], hdu: int | str | None, what: str) -> H
 
 
 def check_2d(path: Path, hdu: Hdu, what: str, *, floating: bool) -> np.ndarray:
+    """The 2-D real array of ``hdu``; with ``floating``, integer pixels become float32."""
     data = hdu.data
     if data is None:
         raise InputFileError(f"{what} {where_in(path, hdu)} has no data (expected a 2-D image)")
     if data.ndim != 2:
         msg = f"{what} {where_in(path, hdu)} is {data.ndim}-D with shape {data.shape}; expected 2-D"
         raise InputFileError(msg)
-    if floating and not np.issubdtype(data.dtype, np.floating):
-        msg = (
-            f"{what} {where_in(path, hdu)} has integer dtype {data.dtype}; science images "
-            "must be floating point (BITPIX -32/-64, or scaled with BSCALE)"
-        )
-        raise InputFileError(msg)
     if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
         raise InputFileError(f"{what} {where_in(path, hdu)} has non-real dtype {data.dtype}")
+    if floating:  # integer pixels (raw frames, BZERO/BSCALE already applied) -> float32
+        data = to_float_image(data, where_in(path, hdu))
     return data
 
 

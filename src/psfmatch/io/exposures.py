@@ -42,6 +42,7 @@ from psfmatch.io._fits import (
     put_card,
     where_in,
 )
+from psfmatch.io._raw import NOTE_CARDS, flag_saturated, saturation_level
 from psfmatch.io.psfs import read_psf_model
 
 __all__ = ["MASK_CONVENTIONS", "open_exposure", "read_exposure", "write_exposure"]
@@ -63,6 +64,7 @@ def read_exposure(
     read_noise: float | None = None,
     hdu: int | str | None = None,
     layout: str = "auto",
+    saturation: float | str | None = None,
 ) -> Exposure:
     """Read an exposure from an afw-layout MEF or from a single-HDU image.
 
@@ -100,11 +102,19 @@ def read_exposure(
         ``"mef"`` requires the afw layout: ``IMAGE``, ``MASK`` and ``VARIANCE`` must all
         be present (no gain estimate, no afw-default mask). ``"single"`` never uses the
         afw layout.
+    saturation : float or "header", optional
+        Flag ``SAT`` where the image is at or above this level (image units);
+        ``"header"`` takes the level from the ``SATURATE`` (else ``SATURATN``) card
+        when the file is not in the afw layout (whose mask already says what is
+        saturated); None (default) flags nothing.
 
     Returns
     -------
     Exposure
-        Non-finite (NaN, inf) image pixels are flagged ``NO_DATA`` (values kept). ``wcs`` is the
+        Integer images (raw frames; ``BZERO``/``BSCALE`` applied, e.g. unsigned 16-bit)
+        are float32. Non-finite (NaN, inf) image pixels are flagged ``NO_DATA`` (values kept).
+        An estimated variance and a header saturation level are recorded in ``metadata``
+        (keys :data:`psfmatch.provenance.NOTE_CARDS`). ``wcs`` is the
         celestial WCS of the image header or None; ``xy0`` comes from ``LTV1/2``
         (``-x0, -y0``) or the afw ``PHYSICAL`` alternate WCS; ``psf`` is an
         :class:`~psfmatch.psf.ImagePsf` when a ``PSF`` HDU exists.
@@ -113,8 +123,9 @@ def read_exposure(
     ------
     InputFileError
         Missing, empty, non-FITS, truncated or corrupt file; no image data; non-2-D or
-        integer image; missing requested HDU; a ``layout="mef"`` file without one of
-        IMAGE/MASK/VARIANCE; no gain for a variance estimate.
+        non-real image; integer data whose ``BZERO``/``BSCALE`` give no finite values;
+        missing requested HDU (the message lists the file's HDUs); a ``layout="mef"``
+        file without one of IMAGE/MASK/VARIANCE; no gain for a variance estimate.
     ExposureError
         Image, mask and variance shapes disagree (message names the files).
     ConfigError
@@ -173,10 +184,17 @@ def read_exposure(
         raw = aux_image(mask, image.shape, "mask file", where)
         mask_array = convert_mask(raw, planes, f"{mask}", mask_bits, mask_values)
     if var_array is None:
-        var_array = estimate_variance(image, metadata, where, gain, read_noise)
+        var_array, metadata[NOTE_CARDS["variance"]] = estimate_variance(
+            image, metadata, where, gain, read_noise)
     if mask_array is None:
         mask_array = np.zeros(image.shape, dtype=np.int32)
     mask_array = mask_array.astype(np.int32)
+    level = saturation_level(metadata, None if afw and saturation == "header" else saturation)
+    if level is not None:
+        n_sat = flag_saturated(image, mask_array, add_plane(planes, "SAT"), level[0])
+        metadata[NOTE_CARDS["saturation"]] = (f"{n_sat} pixels >= {level[0]:.6g} ({level[1]}) "
+                                              "flagged SAT")
+        logger.info("%s: %s", where, metadata[NOTE_CARDS["saturation"]])
     no_data = ~np.isfinite(image)
     if given:
         no_data |= ~np.isfinite(var_array)
@@ -273,8 +291,11 @@ def open_exposure(
         paths, as the sheet names them.
     options : mapping
         The row's reader options: ``mask_convention`` (``afw``, ``ztf``, ``decam_cp``;
-        default ``afw``), ``gain`` (e-/ADU, default: header) and ``layout`` (``auto``,
-        ``mef``, ``single``; default ``auto``); other keys are ignored.
+        default ``afw``), ``gain`` (e-/ADU, default: header), ``layout`` (``auto``,
+        ``mef``, ``single``; default ``auto``), ``hdu`` (extension name or number of a
+        multi-extension file) and ``saturation`` (level; default: the header's
+        ``SATURATE``/``SATURATN`` for files not in the afw layout); other keys are
+        ignored.
     label : str
         Names the pair and role (or the exposure) in errors.
 
@@ -298,7 +319,10 @@ def open_exposure(
         exposure = read_exposure(
             files["image"], variance=files.get("variance"), weight=files.get("weight"),
             error=files.get("error"), mask=files.get("mask"), gain=options.get("gain"),
-            layout=options.get("layout") or "auto", **MASK_CONVENTIONS[convention],
+            layout=options.get("layout") or "auto", hdu=options.get("hdu"),
+            saturation=("header" if options.get("saturation") is None
+                        else options["saturation"]),
+            **MASK_CONVENTIONS[convention],
         )
         if files.get("psf"):
             exposure = exposure.with_(psf=read_psf_model(files["psf"]))

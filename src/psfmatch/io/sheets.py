@@ -18,7 +18,9 @@ from psfmatch.errors import ExposuresSheetError, PairsSheetError
 __all__ = ["ROLES", "read_exposures", "read_pairs"]
 
 ROLES = ("template", "science")
-_NUMERIC_SUFFIXES = ("_gain", "gain")
+_NUMERIC_SUFFIXES = ("_gain", "gain", "_saturation")
+#: Columns naming an extension: a number is an HDU index, anything else an EXTNAME.
+_HDU_SUFFIX = "_hdu"
 _PATH_SUFFIXES = ("", "_variance", "_weight", "_error", "_mask", "_psf")
 _EXPOSURE_PATH_COLUMNS = ("image", "psf", "variance", "weight", "error", "mask")
 
@@ -54,7 +56,9 @@ def read_pairs(
     Returns
     -------
     dict
-        Row dictionaries without empty cells; ``*_gain`` cells as floats.
+        Row dictionaries without empty cells; ``*_gain`` and ``*_saturation`` cells as
+        floats, ``*_hdu`` cells as integers when they are digits (an HDU index), else
+        strings (an extension name).
 
     Raises
     ------
@@ -180,7 +184,9 @@ def _parse_row(cells: dict[str, str], where: str) -> dict[str, Any]:
     for column, value in cells.items():
         if value == "":
             continue
-        if column.endswith(_NUMERIC_SUFFIXES):
+        if column.endswith(_HDU_SUFFIX):
+            row[column] = int(value) if value.isdigit() else value
+        elif column.endswith(_NUMERIC_SUFFIXES):
             try:
                 row[column] = float(value)
             except ValueError:

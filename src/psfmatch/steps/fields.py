@@ -122,7 +122,7 @@ STEP_READS: dict[str, StepReads] = {
                                   "kernelSumClipping", "maxKsumSigma")},
     ),
     "assess": StepReads(_RESIDUALS + _pm("spatialKernelClipping", "nStarPerCell")),
-    "convolve": StepReads(_pm("nStarPerCell")),
+    "convolve": StepReads(_pm("nStarPerCell", "maxSpatialConditionNumber")),
     "qa": StepReads(_pm("sizeCellX", "sizeCellY", "nStarPerCell", "badMaskPlanes")),
     "model_psf_kernel": StepReads(
         ("model_psf_match.target", "model_psf_match.kernel_sum", "model_psf_match.psf_match",

@@ -27,6 +27,7 @@ QA_SUMMARY_COLUMNS: tuple[str, ...] = (
     "pair", "status", "failed_step", "error", "kernel_sum", "spatial_condition_number",
     "verdict", "n_candidates", "n_used", "n_good", "n_rejected", "residual_mean",
     "residual_std", "residual_clipped_mean", "residual_clipped_std", "plots",
+    "registration", "registration_n_matches", "registration_rms_pix", "warnings",
 )
 
 
@@ -36,6 +37,7 @@ def pair_outcome(
     metrics_path: str,
     plot_paths: list[str] | tuple[str, ...],
     logs: Mapping[str, str],
+    warp_path: str | None = None,
 ) -> dict[str, Any]:
     """One row of the run summary: the pair's health from whatever products and logs exist.
 
@@ -47,6 +49,12 @@ def pair_outcome(
       recently written such log gives ``status = "failed"``, ``failed_step`` and ``error``;
     * else ``status = "incomplete"`` (not run yet, interrupted, or killed without a
       Python error, e.g. by a batch system time limit).
+
+    ``warp_path`` (the pair's ``warp.json``, when it exists) gives the registration
+    columns: the method (``wcs`` or ``sources``), and for ``sources`` the number of
+    matched stars and their rms (px). ``warnings`` joins ``metrics.json``'s warnings
+    (spatial condition number above ``maxSpatialConditionNumber``, an estimated
+    variance).
     """
     row: dict[str, Any] = dict.fromkeys(QA_SUMMARY_COLUMNS)
     row["pair"] = pair
@@ -57,6 +65,12 @@ def pair_outcome(
         error = read_failure(path)
         if error is not None:
             failures.append((os.stat(path).st_mtime, step, error, path))
+    if warp_path is not None and Path(warp_path).is_file():
+        registration = io.read_json(warp_path).get("registration") or {}
+        transform = registration.get("transform") or {}
+        row.update(registration=registration.get("method"),
+                   registration_n_matches=transform.get("n_matches"),
+                   registration_rms_pix=transform.get("rms_pix"))
     if Path(metrics_path).is_file():
         metrics = io.read_json(metrics_path)
         cands = metrics.get("candidates", {})
@@ -71,6 +85,7 @@ def pair_outcome(
             residual_mean=diff.get("mean"), residual_std=diff.get("std"),
             residual_clipped_mean=diff.get("clipped_mean"),
             residual_clipped_std=diff.get("clipped_std"),
+            warnings="; ".join(metrics.get("warnings") or []),
         )
         if failures and n_plots < len(plot_paths):  # the products exist, the QA step failed
             _, step, error, path = max(failures)
@@ -97,9 +112,9 @@ def qa_summary(
     def column(name: str) -> np.ndarray:
         values = [row.get(name) for row in rows]
         if name in ("kernel_sum", "spatial_condition_number", "residual_mean", "residual_std",
-                    "residual_clipped_mean", "residual_clipped_std"):
+                    "residual_clipped_mean", "residual_clipped_std", "registration_rms_pix"):
             return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-        if name.startswith("n_"):
+        if name.startswith("n_") or name == "registration_n_matches":
             return np.array([-1 if v is None else int(v) for v in values], dtype=np.int64)
         return np.array(["" if v is None else str(v) for v in values], dtype=object)
 
@@ -107,6 +122,6 @@ def qa_summary(
     counts = {s: int((columns["status"] == s).sum()) for s in ("ok", "failed", "incomplete")}
     io.write_table(table_path, columns, metadata={"step": "qa_summary", "counts": counts,
                                                   "missing_integer": -1})
-    io.write_text(html_path, summary_html(rows, columns=QA_SUMMARY_COLUMNS,
-                                          title=f"psfmatch run summary: {counts}"))
+    title = "psfmatch run summary: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+    io.write_text(html_path, summary_html(rows, columns=QA_SUMMARY_COLUMNS, title=title))
     logger.info("run summary %s written to %s", counts, table_path)
