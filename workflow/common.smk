@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 from snakemake.logging import logger
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -36,10 +36,27 @@ from psfmatch.config import (  # noqa: E402
     PsfMatchConfig,
     WarpOptions,
 )
+from psfmatch.config.validate import validate_config  # noqa: E402
+from psfmatch.errors import ConfigError  # noqa: E402
 from psfmatch.io.sheets import read_pairs  # noqa: E402
 from psfmatch.steps.fields import step_config  # noqa: E402
 
-validate(config, schema="schemas/config.schema.yaml")
+# The config is config/config.yaml of the working directory, with any --configfile merged
+# into it key by key (README "Your own data"). One line per mistake, not the schema.
+_CLI_CONFIGS = [str(f) for f in workflow.overwrite_configfiles or []]
+CONFIG_FILES = [
+    *dict.fromkeys(str(f) for f in workflow.configfiles if str(f) not in _CLI_CONFIGS),
+    *_CLI_CONFIGS,
+]
+if "psf_match" not in config and not Path("config/config.yaml").is_file():
+    raise ConfigError(
+        f"the config has no psf_match block: the default config config/config.yaml is not "
+        f"in the working directory {os.getcwd()} (config read from {CONFIG_FILES}). Run "
+        "from the psfmatch folder, or copy its config/config.yaml into <working "
+        "directory>/config/; a --configfile is merged into it key by key"
+    )
+with open(Path(workflow.current_basedir) / "schemas" / "config.schema.yaml") as _handle:
+    validate_config(config, yaml.safe_load(_handle), configfiles=CONFIG_FILES)
 # Cross-field rules JSON Schema cannot express (odd kernel size, list lengths, ...), for
 # every section, before any job starts.
 PSF_MATCH = PsfMatchConfig.from_lsst(config["psf_match"])
@@ -48,7 +65,7 @@ DetectionOptions.from_dict(config.get("detection"), where="detection")
 OUTPUT = OutputOptions.from_dict(config.get("output"), where="output")
 MODEL_PSF = ModelPsfMatchSection.from_dict(config.get("model_psf_match"))
 
-SIMULATED = config.get("simulate", {})
+SIMULATED = config.get("simulate") or {}  # null turns the simulation off
 SIM_ROLES = ("template", "science")
 N_ITERATIONS = PSF_MATCH.max_spatial_iterations
 
