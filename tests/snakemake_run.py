@@ -15,7 +15,12 @@ def snakemake_command(workdir: Path, *args: str) -> list[str]:
             "--directory", str(workdir), *args]
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
-    """Run it to completion, capturing stdout and stderr (never raises on failure)."""
+def run_snakemake(workdir: Path, *args: str, timeout: float = 1200,
+                  cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run it to completion, capturing stdout and stderr (never raises on failure).
+
+    ``cwd``: the process's working directory (relative ``--configfile`` paths are
+    relative to it); default: the caller's.
+    """
     return subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True,
-                          timeout=timeout, check=False)
+                          timeout=timeout, check=False, cwd=cwd)
