@@ -24,6 +24,7 @@ from astropy.io import fits
 from tests.snakemake_run import run_snakemake
 
 from psfmatch import io, synth
+from psfmatch.exposure import Exposure
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
@@ -67,15 +68,21 @@ BAD_PAIRS = [
     _ingest("gzip_corrupt", "science", r"corrupt\.fits\.gz", r"gzip"),
     _ingest("mef_no_variance", "science", r"novar\.fits", r"layout 'mef'", r"VARIANCE"),
     _ingest("shape_mismatch", "science", r"shapes\.fits", r"VARIANCE .*shape \(32, 40\)"),
-    _ingest("integer_image", "science", r"integer\.fits", r"integer"),
+    _ingest("broken_bzero", "science", r"bzero\.fits", r"integer data \(BITPIX 16\)",
+            r"BZERO = 'abc' is not a finite number"),
+    _ingest("unknown_hdu", "science", r"mosaic\.fits", r"has no HDU 'CCD9'",
+            r"HDUs: \['0:PRIMARY', '1:CCD1', '2:CCD2'\]"),
     _ingest("one_d", "science", r"oned\.fits", r"2-D|1-D|dimension"),
     _ingest("three_d", "science", r"threed\.fits", r"2-D|3-D|dimension"),
     _ingest("all_nan", "science", r"allnan\.fits", r"no usable pixel", r"non-finite image values: 4096"),
     _ingest("all_masked", "science", r"allmasked\.fits", r"no usable pixel", r"'BAD': 4096"),
     _ingest("zero_variance", "science", r"zerovar\.fits", r"no usable pixel", r"variance <= 0 or NaN: 4096"),
-    _later("no_wcs", "warp", r"no WCS", r"template shape \(300, 300\)", r"input/template\.fits",
-           outputs=(f"results/no_wcs/warp/{n}" for n in ("template.fits", "warp.json"))),
-    _later("no_overlap", "warp", r"do not overlap",
+    _later("no_common_stars", "warp", r"RegistrationError",
+           r"cannot register the template on the science image by sources",
+           r"\d+ matched sources \(need >= \d+\)", r"\d+ science and \d+ template sources",
+           r"because neither image has a WCS", r"input/template\.fits",
+           outputs=(f"results/no_common_stars/warp/{n}" for n in ("template.fits", "warp.json"))),
+    _later("no_overlap", "warp", r"RegistrationError", r"because the WCSs do not overlap",
            outputs=(f"results/no_overlap/warp/{n}" for n in ("template.fits", "warp.json"))),
     _later("small_overlap", "select", r"less than one kernel cell", r"sizeCellX=128",
            r"only 100 x 256 pixels",
@@ -101,6 +108,26 @@ def _afw(path: Path, image, mask=None, variance=None) -> str:
             hdus.append(fits.ImageHDU(data=data, name=name))
     fits.HDUList(hdus).writeto(path)
     return str(path)
+
+
+def _raw_fits(path: Path, data, cards: dict) -> str:
+    """A single-HDU file whose header carries ``cards`` as written (no astropy checks)."""
+    hdu = fits.PrimaryHDU(data)
+    header = hdu.header.copy()
+    for key, value in cards.items():
+        header[key] = value
+    raw = data.astype(data.dtype.newbyteorder(">")).tobytes()
+    with open(path, "wb") as handle:
+        handle.write(header.tostring().encode("ascii"))
+        handle.write(raw + b"\0" * (-len(raw) % 2880))
+    return str(path)
+
+
+def _rot90(exposure):
+    """``exposure`` rotated by 90 degrees counter-clockwise (numpy.rot90), without WCS."""
+    return Exposure(image=np.rot90(exposure.image).copy(), mask=np.rot90(exposure.mask).copy(),
+                    variance=np.rot90(exposure.variance).copy(),
+                    mask_planes=exposure.mask_planes, metadata=dict(exposure.metadata))
 
 
 def _make_inputs(root: Path) -> list[tuple[str, str, str, dict[str, str]]]:
@@ -129,7 +156,13 @@ def _make_inputs(root: Path) -> list[tuple[str, str, str, dict[str, str]]]:
         science_layout="mef")
     row("shape_mismatch", _afw(bad / "shapes.fits", _small_image(rng), np.zeros((64, 64), np.int32),
                                np.ones((32, 40), np.float32)))
-    row("integer_image", _afw(bad / "integer.fits", np.ones((64, 64), np.int16)))
+    row("broken_bzero", _raw_fits(bad / "bzero.fits", np.ones((64, 64), np.int16),
+                                  {"BZERO": "abc", "GAIN": 1.0}))
+    mosaic = fits.HDUList([fits.PrimaryHDU(),
+                           fits.ImageHDU(_small_image(rng), name="CCD1"),
+                           fits.ImageHDU(_small_image(rng), name="CCD2")])
+    mosaic.writeto(bad / "mosaic.fits")
+    row("unknown_hdu", bad / "mosaic.fits", science_hdu="CCD9", science_gain="1.0")
     fits.PrimaryHDU(np.ones(64, np.float32)).writeto(bad / "oned.fits")
     row("one_d", bad / "oned.fits")
     fits.PrimaryHDU(np.ones((3, 64, 64), np.float32)).writeto(bad / "threed.fits")
@@ -145,12 +178,21 @@ def _make_inputs(root: Path) -> list[tuple[str, str, str, dict[str, str]]]:
     pair = synth.make_pair(synth.SimulationParams(**SMALL_SIM))
     sci = io.write_exposure(bad / "small_science.fits", pair.science)
     tmpl = pair.template
-    no_wcs = synth.make_pair(synth.SimulationParams(**{**SMALL_SIM, "shape": (300, 300)})).template
-    rows.append(("no_wcs", str(io.write_exposure(bad / "nowcs.fits", no_wcs.with_(wcs=None))),
+    # another field (same simulation, other shape: other stars), without WCS: no common stars
+    elsewhere = synth.make_pair(synth.SimulationParams(**{**SMALL_SIM, "shape": (300, 300)})).template
+    rows.append(("no_common_stars",
+                 str(io.write_exposure(bad / "nowcs.fits", elsewhere.with_(wcs=None))),
                  str(io.write_exposure(bad / "sci_nowcs.fits", pair.science.with_(wcs=None))), {}))
+    # ... and with a WCS 40 deg away: auto falls back to the stars, which do not match
     far = tmpl.wcs.deepcopy()
     far.wcs.crval = [far.wcs.crval[0] + 40.0, far.wcs.crval[1]]
-    rows.append(("no_overlap", str(io.write_exposure(bad / "far.fits", tmpl.with_(wcs=far))), str(sci), {}))
+    far.pixel_shape = (300, 300)
+    rows.append(("no_overlap", str(io.write_exposure(bad / "far.fits", elsewhere.with_(wcs=far))),
+                 str(sci), {}))
+    # The pair's template rotated by 90 degrees (a camera turned on its side), no WCS: it
+    # registers (any rotation does) and the pair finishes.
+    rows.append(("rotated_90", str(io.write_exposure(bad / "rot90.fits", _rot90(tmpl))),
+                 str(io.write_exposure(bad / "sci_rot.fits", pair.science.with_(wcs=None))), {}))
     strip = tmpl.image.copy()
     strip[:, 100:] = np.nan  # only columns 0..99 have data
     rows.append(("small_overlap", str(io.write_exposure(bad / "strip.fits", tmpl.with_(image=strip))),
@@ -247,6 +289,20 @@ def test_good_pair_at_a_hostile_path_finishes_normally(suite_run):
     assert (difference.variance[~no_data] > 0).all()
 
 
+def test_template_rotated_by_90_degrees_registers_and_subtracts(suite_run):
+    workdir, run = suite_run
+    out = workdir / "results" / "rotated_90"
+    assert (out / "difference.fits").is_file(), run.stdout[-3000:] + run.stderr[-3000:]
+    registration = io.read_json(out / "warp" / "warp.json")["registration"]
+    assert registration["method"] == "sources"
+    assert registration["reason"] == "neither image has a WCS"
+    # numpy.rot90 maps science (x, y) to template (y, nx - 1 - x): -90 degrees
+    assert registration["transform"]["rotation_deg"] == pytest.approx(-90.0, abs=0.05)
+    metrics = io.read_json(out / "metrics.json")
+    assert metrics["kernel_sum"] == pytest.approx(synth.SimulationParams(**SMALL_SIM)
+                                                  .photometric_scale, rel=0.02)
+
+
 def test_hostile_path_was_really_used(suite_run):
     workdir, _ = suite_run
     ingested = io.read_exposure(workdir / "results/good/input/science.fits")
@@ -261,6 +317,10 @@ CONFIG_ROWS = [
     ("out_of_range", {"psf_match": {"sizeCellX": 0}}, None, [r"sizeCellX", r"\b0\b"]),
     ("unknown_key", {"psf_match": {"kernalSize": 21}}, None, [r"kernalSize"]),
     ("unknown_section", {"detektion": {}}, None, [r"detektion"]),
+    ("misspelt_warp_key", {"warp": {"registraton": "sources"}}, None,
+     [r"warp\.registraton: unknown key; did you mean 'registration'\?"]),
+    ("bad_registration", {"warp": {"registration": "stars"}}, None,
+     [r"warp\.registration = 'stars'", r"auto", r"sources"]),
     ("duplicate_pair", None, "pair\ttemplate\tscience\na\tT\tS\na\tT\tS\n",
      [r"line 3", r"duplicate pair id 'a'"]),
     ("missing_column", None, "pair\ttemplate\na\tT\n", [r"line 1", r"missing column\(s\) \['science'\]"]),
@@ -287,4 +347,6 @@ def test_config_mistakes_stop_before_any_job(tmp_path, name, change, sheet, patt
     assert run.returncode != 0
     for pattern in patterns:
         assert re.search(pattern, output), f"{pattern!r} not in:\n{output[-2000:]}"
+    # a few lines naming the mistake, not the schema (Snakemake's validate printed ~700)
+    assert len(output.splitlines()) < 30, output
     assert not (tmp_path / "results").exists()
