@@ -28,7 +28,7 @@ import pytest
 from astropy.io import fits
 
 from psfmatch import io, synth
-from psfmatch.diagnostics import STATS_BAD_PLANES
+from psfmatch.diagnostics import STATS_BAD_PLANES, difference_metrics
 from psfmatch.steps.ingest import ingest
 
 from .chain import run_pair
@@ -113,7 +113,8 @@ def test_raw_frames_are_ingested_as_floats_with_estimated_variance(runs):
     metrics = io.read_json(paths["metrics.json"])
     for role in ("science", "template"):
         note = metrics["inputs"][role]["variance"]
-        assert "gain 1 e-/ADU (header GAIN)" in note and "header RDNOISE" in note
+        assert "gain 1 e-/ADU (header GAIN)" in note
+        assert "header RDNOISE" in note
         assert any(w.startswith(f"{role} variance estimated") for w in metrics["warnings"])
 
 
@@ -157,3 +158,22 @@ def test_subtraction_as_good_as_with_a_wcs(runs):
     assert abs(registered / wcs - 1.0) < 0.005
     for paths, _ in runs.values():
         assert io.read_json(paths["metrics.json"])["verdict"] == "well constrained"
+
+
+def test_condition_number_above_the_limit_changes_the_verdict(runs):
+    paths, _ = runs["registered"]
+    metrics = io.read_json(paths["metrics.json"])
+    condition = metrics["spatial_condition"]
+    assert condition["exceeded"] is False
+    assert condition["value"] < condition["max"] == 1e10
+    # the same products judged against a limit below their condition number
+    diff = io.read_exposure(paths["difference.fits"])
+    kernel = io.read_kernel(paths["kernel.fits"])
+    candidates = io.read_table(paths["final.parquet"]).columns
+    strict = difference_metrics(diff, kernel, candidates, n_star_per_cell=5,
+                                max_spatial_condition_number=condition["value"] / 10.0)
+    assert strict["verdict"] == "ill-conditioned"
+    assert strict["spatial_condition"]["exceeded"] is True
+    assert strict["warnings"] == [
+        f"spatial condition number {condition['value']:.3g} exceeds "
+        f"maxSpatialConditionNumber {condition['value'] / 10.0:.3g}"]

@@ -122,7 +122,8 @@ def test_readme_own_data_example_runs_as_written(tmp_path):
     (workdir / "my.yaml").write_text(config)
     pair = _write_user_files(workdir, sheet)
     args = shlex.split(command.strip())
-    assert args[0] == "snakemake" and "--configfile" in args
+    assert args[0] == "snakemake"
+    assert "--configfile" in args
     run = run_snakemake(workdir, *args[1:], cwd=workdir)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
