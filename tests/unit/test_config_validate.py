@@ -136,3 +136,24 @@ def test_summary_shows_registration_and_warnings(tmp_path):
     html = (tmp_path / "s.html").read_text()
     assert "<title>psfmatch run summary: 1 ok, 0 failed, 0 incomplete</title>" in html
     assert "{" not in html.split("<title>")[1].split("</title>")[0]
+
+
+def test_config_readme_describes_every_section_and_key():
+    # config/README.md (the Snakemake workflow catalogue's page for the config) has a
+    # heading per top-level section and names every key of our own sections.
+    text = (REPO / "config" / "README.md").read_text()
+    for section in SCHEMA["properties"]:
+        assert f"## `{section}`" in text, section
+    own = {"warp": SCHEMA["properties"]["warp"]["properties"],
+           "warp.sources": SCHEMA["properties"]["warp"]["properties"]["sources"]["properties"],
+           "detection": SCHEMA["properties"]["detection"]["properties"],
+           "output": SCHEMA["properties"]["output"]["properties"],
+           "model_psf_match": SCHEMA["properties"]["model_psf_match"]["properties"]}
+    for section, keys in own.items():
+        for key in keys:
+            assert f"| `{key}` |" in text, f"{section}.{key}"
+    psf_match = text.split("## `psf_match`")[1]
+    for key in SCHEMA["properties"]["psf_match"]["properties"]:
+        # every field is listed, by name or by its family (alard*, lambda*, candidateResidual*)
+        assert (f"`{key}`" in psf_match
+                or any(key.startswith(p) for p in ("alard", "lambda", "candidateResidual"))), key
