@@ -36,13 +36,17 @@ def ingest(
         Destination (afw MEF).
     reader : mapping, optional
         The sheet row's reader options for this role (:func:`psfmatch.io.open_exposure`:
-        ``mask_convention``, ``gain``, ``layout``), and ``missing``: ``{sheet column:
+        ``mask_convention``, ``gain``, ``layout``, ``hdu``, ``saturation``), and ``missing``: ``{sheet column:
         message}`` of input files the sheet names but that do not exist; any entry fails
         this pair's job with :class:`InputFileError`.
     label : str
         Names the pair and role in errors and logs.
 
-    Image, mask and variance are copied unchanged (apart from dtype: float32/int32);
+    Raw integer images become float32 (``BZERO``/``BSCALE`` applied); pixels at or above
+    the saturation level (sheet, else header ``SATURATE``/``SATURATN``) are flagged
+    ``SAT``; an estimated variance and the saturation level are recorded in the metadata
+    (:mod:`psfmatch.provenance`), whence ``metrics.json`` and the run summary report them.
+    Otherwise image, mask and variance are copied unchanged (apart from dtype: float32/int32);
     non-finite image pixels and pixels with a variance <= 0 or non-finite are flagged
     ``NO_DATA`` (variance +inf). A spatially varying PSF model (PSFEx) is written as its
     image at the centre of the image, with a logged note.
