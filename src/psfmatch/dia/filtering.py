@@ -257,26 +257,33 @@ def noise_peak_density(threshold: float, psf: np.ndarray) -> float:
     """Expected peaks above ``threshold`` per pixel of a noise-only S/N image (one sign).
 
     White Gaussian noise correlated with :math:`P` and normalised to unit variance is a
-    smooth Gaussian random field whose gradient covariance is
-    :math:`\\Lambda_{ij} = \\sum_f (2\\pi f_i)(2\\pi f_j)|\\hat P(f)|^2 / \\sum_f |\\hat P(f)|^2`
-    (for a Gaussian PSF of width :math:`\\sigma`, :math:`\\Lambda = I / 2\\sigma^2`).
-    At a high threshold :math:`u` the number of peaks above :math:`u` per unit area is
-    the Euler-characteristic density
+    smooth Gaussian random field. At a high threshold :math:`u` the number of its
+    peaks above :math:`u` per unit area is the Euler-characteristic density
 
     .. math::
 
-        \\rho(u) = \\frac{\\sqrt{\\det\\Lambda}}{(2\\pi)^{3/2}}\\, u\\, e^{-u^2/2}
+        \\rho(u) = \\frac{\\sqrt{\\det\\Lambda}}{(2\\pi)^{3/2}}\\, u\\, e^{-u^2/2},
+        \\qquad
+        \\Lambda_{ij} = \\frac{\\sum_f g_i(f)\\, g_j(f)\\, |\\hat P(f)|^2}
+        {\\sum_f |\\hat P(f)|^2},
 
-    (for FWHM 4.5 px and :math:`u = 5`: 1.6e-7 per pixel, 0.16 per 10⁶ pixels).
+    :math:`\\Lambda` the covariance of the field's gradient. On a pixel grid the gradient
+    that decides whether a pixel is a local maximum is a central difference, with
+    transfer function :math:`g_i = \\sin(2\\pi f_i)` (the continuous field's
+    :math:`2\\pi f_i` would over-count peaks by ~25% for a 3-px FWHM, as measured on
+    simulated white noise). For FWHM 4.5 px and :math:`u = 5` this is about 1.4e-7 per
+    pixel. Noise correlated beyond the PSF (the convolved template's) is smoother and
+    has fewer peaks, so this is an upper estimate for a difference image.
     """
     p = np.asarray(psf, dtype=np.float64)
     n = 4 * max(p.shape)
-    ft = np.abs(np.fft.fft2(p, (n, n))) ** 2
+    power = np.abs(np.fft.fft2(p, (n, n))) ** 2
     fy, fx = np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij")
-    total = ft.sum()
-    lxx = float(((2 * np.pi * fx) ** 2 * ft).sum() / total)
-    lyy = float(((2 * np.pi * fy) ** 2 * ft).sum() / total)
-    lxy = float(((2 * np.pi) ** 2 * fx * fy * ft).sum() / total)
+    gx, gy = np.sin(2.0 * np.pi * fx), np.sin(2.0 * np.pi * fy)
+    total = power.sum()
+    lxx = float((gx * gx * power).sum() / total)
+    lyy = float((gy * gy * power).sum() / total)
+    lxy = float((gx * gy * power).sum() / total)
     det = max(lxx * lyy - lxy * lxy, 0.0)
     u = float(threshold)
     return math.sqrt(det) / (2.0 * math.pi) ** 1.5 * u * math.exp(-0.5 * u * u)

@@ -81,7 +81,8 @@ class BadSubtractionError(PsfMatchError, RuntimeError):
         super().__init__(
             f"{label}: bad subtraction: {failed} = {self.value:.4g} exceeds the limit "
             f"{self.limit:g} (footprint power ratio mean "
-            f"{q.get('footprint_ratio_mean', nan):.3g}, std {q.get('footprint_ratio_std', nan):.3g} over "
+            f"{q.get('footprint_ratio_mean', nan):.3g}, "
+            f"std {q.get('footprint_ratio_std', nan):.3g} over "
             f"{q.get('n_science_footprints', 0)} science footprints; "
             f"{q.get('n_detected', 0)} of {q.get('n_usable', 0)} usable pixels beyond the "
             f"threshold, fraction {q.get('detected_fraction', nan):.3g}, pure noise "

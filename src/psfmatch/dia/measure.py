@@ -199,5 +199,6 @@ def shapes(
     stamps = np.stack([sign[i] * pix.stamp("data", int(math.floor(y[i] + 0.5)),
                                            int(math.floor(x[i] + 0.5)), (side, side))
                        for i in range(n)])
-    cov, _, ok = adaptive_moments(stamps, initial_sigma=max(fwhm / 2.3548, 0.5))
+    with np.errstate(over="ignore"):  # noise stamps may overflow a moment; ok is False then
+        cov, _, ok = adaptive_moments(stamps, initial_sigma=max(fwhm / 2.3548, 0.5))
     return cov, ok

@@ -8,8 +8,8 @@ unit-sum PSF *image* centred on its central pixel (``psfmatch.psf`` convention):
   (anything with ``image_at(x, y)``, e.g. ``Exposure.psf``) at a position;
 * :func:`gaussian_psf_image`: a pixel-integrated circular Gaussian of a given FWHM
   (the workflow measures FWHMs already);
-* :func:`empirical_psf`: the median of sub-pixel-registered, unit-flux stamps of
-  bright isolated stars of an exposure;
+* :func:`empirical_psf`: the weighted mean of sub-pixel-registered, unit-flux stamps
+  of bright isolated stars of an exposure;
 * :func:`shifted_psf`: the PSF moved by a sub-pixel offset, and its derivatives
   (Fourier shift theorem), for PSF fits.
 """
@@ -25,6 +25,7 @@ from scipy.special import erf
 
 from psfmatch.basis import SIGMA_TO_FWHM
 from psfmatch.detect import adaptive_moments
+from psfmatch.dia.filtering import robust_sigma
 from psfmatch.errors import PsfModelError
 from psfmatch.exposure import Exposure
 
@@ -108,7 +109,8 @@ def psf_moments_fwhm(psf: np.ndarray) -> float:
     when the adaptive iteration fails.
     """
     img = np.asarray(psf, dtype=np.float64)
-    cov, _, ok = adaptive_moments(img[None], initial_sigma=1.5)
+    with np.errstate(over="ignore"):
+        cov, _, ok = adaptive_moments(img[None], initial_sigma=1.5)
     if ok[0]:
         return float(SIGMA_TO_FWHM * math.sqrt(max(0.5 * (cov[0, 0] + cov[0, 1]), 0.0)))
     ny, nx = img.shape
@@ -159,15 +161,17 @@ def empirical_psf(
     min_separation: float | None = None,
     bad_planes: Sequence[str] = ("NO_DATA", "BAD", "SAT", "EDGE", "CR", "INTRP"),
 ) -> tuple[np.ndarray, int]:
-    """Median PSF image of bright isolated stars at given parent positions.
+    """PSF image stacked from bright isolated stars at given parent positions.
 
     For each usable star (finite position, no other position within
     ``min_separation``, stamp inside the image and free of ``bad_planes`` and
     non-finite pixels) a ``size + 4`` stamp around ``round(x), round(y)`` has the median
     of its two-pixel border subtracted, is centred on its adaptive-moment centroid by a
-    Fourier shift, trimmed to ``size`` and divided by its sum; the result is the
-    pixel-wise median of these unit-flux stamps, renormalised to unit sum. The exposure
-    is only read.
+    Fourier shift, trimmed to ``size`` and divided by its sum :math:`F_i`; the result is
+    the inverse-variance weighted mean of these unit-flux stamps (weights
+    :math:`(F_i/\\sigma_i)^2`, :math:`\\sigma_i` the robust sky noise of the stamp
+    border; pixels more than :math:`5\\sigma_i/F_i` from the pixel-wise median are left
+    out), renormalised to unit sum. The exposure is only read.
 
     Parameters
     ----------
@@ -220,7 +224,7 @@ def empirical_psf(
     keep &= (col - half >= 0) & (col + half < nx) & (row - half >= 0) & (row + half < ny)
     counts["inside"] = int(keep.sum())
     bad = ~np.isfinite(exposure.image) | ((exposure.mask & exposure.plane_bitmask(bad_planes)) != 0)
-    stamps = []
+    stamps, noise = [], []
     for i in np.flatnonzero(keep):
         sl = (slice(row[i] - half, row[i] + half + 1), slice(col[i] - half, col[i] + half + 1))
         if bad[sl].any():
@@ -228,20 +232,28 @@ def empirical_psf(
         stamp = exposure.image[sl].astype(np.float64)
         border = np.ones(stamp.shape, dtype=bool)
         border[2:-2, 2:-2] = False
+        sky_noise = robust_sigma(stamp[border])
         stamp = stamp - np.median(stamp[border])
-        _, centroid, ok = adaptive_moments(stamp[None])
+        with np.errstate(over="ignore"):
+            _, centroid, ok = adaptive_moments(stamp[None])
         if not ok[0]:
             continue
         moved, _, _ = shifted_psf(stamp, -centroid[0, 0], -centroid[0, 1], derivatives=False)
         moved = moved[2:-2, 2:-2]
         total = moved.sum()
-        if total > 0:
+        if total > 0 and sky_noise > 0:
             stamps.append(moved / total)
+            noise.append(sky_noise / total)
         if len(stamps) >= max_stars:
             break
     counts["stacked"] = len(stamps)
     if len(stamps) < 3:
         detail = ", ".join(f"{k} {v}" for k, v in counts.items())
         raise PsfModelError(f"fewer than 3 usable stars for an empirical PSF: {detail}")
-    psf = np.median(np.stack(stamps), axis=0)
+    stack = np.stack(stamps)
+    sigma = np.asarray(noise)[:, None, None]
+    # pixels more than 5 sigma from the median (a neighbour, a cosmic ray) are left out
+    keep = np.abs(stack - np.median(stack, axis=0)) <= 5.0 * sigma
+    weight = np.where(keep, 1.0 / sigma**2, 0.0)
+    psf = (weight * stack).sum(axis=0) / np.maximum(weight.sum(axis=0), 1e-300)
     return psf / psf.sum(), len(stamps)
