@@ -126,6 +126,67 @@ def _forced(pix: PixelData | None, psfs, x, y) -> tuple[np.ndarray, np.ndarray]:
     return flux, err
 
 
+@dataclass(eq=False)
+class _Rows:
+    """Per-peak working columns (array coordinates) while dipoles are merged."""
+
+    x: np.ndarray
+    y: np.ndarray
+    flux: np.ndarray
+    err: np.ndarray
+    flags: np.ndarray
+    area: np.ndarray
+    fp_id: np.ndarray
+    peak: np.ndarray
+    comp: np.ndarray
+    is_dipole: np.ndarray = field(init=False)
+    keep: np.ndarray = field(init=False)
+    dipole: dict[str, np.ndarray] = field(init=False)
+
+    def __post_init__(self) -> None:
+        n = self.x.size
+        self.is_dipole = np.zeros(n, dtype=bool)
+        self.keep = np.ones(n, dtype=bool)
+        self.dipole = {k: np.full(n, np.nan) for k in (
+            "pos_flux", "pos_flux_err", "neg_flux", "neg_flux_err", "separation", "angle")}
+
+
+def _merge_dipoles(rows: _Rows, pix: PixelData, psf_at, dets, *, max_separation: float,
+                   min_flux_ratio: float) -> None:
+    """Fit each +/- peak pair as a dipole; merge the pairs that are (in place).
+
+    A merged pair keeps the positive peak's row: position at the lobes' midpoint, PSF
+    flux there (the net flux), flags and areas of both, the dipole columns; the
+    negative row is dropped. A failed fit flags both peaks ``DIPOLE_FIT_FAILED``.
+    """
+    centroid_failed = 1 << FLAG_BITS["CENTROID_FAILED"]
+    x, y, flux = rows.x, rows.y, rows.flux
+    for ip, ineg in pair_peaks(x, y, dets.sign, max_separation):
+        fit = fit_dipole(pix, psf_at(0.5 * (x[ip] + x[ineg]), 0.5 * (y[ip] + y[ineg])),
+                         (x[ip], y[ip], abs(flux[ip])), (x[ineg], y[ineg], abs(flux[ineg])),
+                         max_separation=max_separation)
+        if not fit.ok:
+            rows.flags[[ip, ineg]] |= 1 << FLAG_BITS["DIPOLE_FIT_FAILED"]
+            continue
+        if fit.flux_ratio < min_flux_ratio:
+            continue
+        rows.keep[ineg] = False
+        main = ip if abs(rows.peak[ip]) >= abs(rows.peak[ineg]) else ineg
+        x[ip], y[ip] = 0.5 * (fit.pos_x + fit.neg_x), 0.5 * (fit.pos_y + fit.neg_y)
+        flux[ip], rows.err[ip] = linear_psf_flux(pix, psf_at(x[ip], y[ip]), x[ip], y[ip])
+        # the lobes' single-PSF centroids may have failed; the dipole fit placed them
+        rows.flags[ip] = (rows.flags[ip] | rows.flags[ineg]) & ~centroid_failed
+        if dets.footprint[ip] != dets.footprint[ineg]:
+            rows.area[ip] += rows.area[ineg]
+        rows.fp_id[ip], rows.peak[ip] = dets.footprint[main], rows.peak[main]
+        rows.comp[ip] = rows.comp[main]
+        rows.is_dipole[ip] = True
+        for k, v in (("pos_flux", fit.pos_flux), ("pos_flux_err", fit.pos_flux_err),
+                     ("neg_flux", fit.neg_flux), ("neg_flux_err", fit.neg_flux_err),
+                     ("separation", fit.separation), ("angle", fit.angle)):
+            rows.dipole[k][ip] = v
+
+
 def detect_and_measure(
     difference: Exposure,
     psf: Any,
@@ -205,7 +266,8 @@ def detect_and_measure(
                                   ratios=ratios)
     n_signs = 2 if opts.polarity == "both" else 1
     meta: dict[str, Any] = {
-        "label": label, "threshold": opts.threshold, "polarity": opts.polarity,
+        "label": label, "options": opts.to_dict(), "threshold": opts.threshold,
+        "polarity": opts.polarity,
         "psf_fwhm": fwhm, **quality,
         "template_noise_scale": filtered.template_noise_scale,
         "expected_noise_peaks": quality["n_usable"] * n_signs
@@ -245,45 +307,20 @@ def detect_and_measure(
         flux[i], err[i] = linear_psf_flux(pix, p_i, x[i], y[i])
 
     # ---- dipoles: merge +/- pairs that fit as one
-    dip = {k: np.full(n, np.nan) for k in ("pos_flux", "pos_flux_err", "neg_flux",
-                                            "neg_flux_err", "separation", "angle")}
-    is_dipole = np.zeros(n, dtype=bool)
-    keep = np.ones(n, dtype=bool)
-    area = dets.area[dets.footprint] if n else np.zeros(0, np.int64)
-    fp_id = dets.footprint.copy()
-    peak = dets.peak_snr.copy()
-    max_sep = opts.dipole_max_separation * fwhm
-    for ip, ineg in pair_peaks(x, y, dets.sign, max_sep):
-        fit = fit_dipole(pix, psf_at(0.5 * (x[ip] + x[ineg]), 0.5 * (y[ip] + y[ineg])),
-                         (x[ip], y[ip], abs(flux[ip])), (x[ineg], y[ineg], abs(flux[ineg])),
-                         max_separation=max_sep)
-        if not fit.ok:
-            flags[[ip, ineg]] |= 1 << FLAG_BITS["DIPOLE_FIT_FAILED"]
-            continue
-        if fit.flux_ratio < opts.dipole_min_flux_ratio:
-            continue
-        keep[ineg] = False
-        main = ip if abs(peak[ip]) >= abs(peak[ineg]) else ineg
-        x[ip], y[ip] = 0.5 * (fit.pos_x + fit.neg_x), 0.5 * (fit.pos_y + fit.neg_y)
-        flux[ip], err[ip] = linear_psf_flux(pix, psf_at(x[ip], y[ip]), x[ip], y[ip])
-        failed = (1 << FLAG_BITS["CENTROID_FAILED"])  # lobes are not PSFs; the fit placed them
-        flags[ip] = (flags[ip] | flags[ineg]) & ~failed
-        if dets.footprint[ip] != dets.footprint[ineg]:
-            area[ip] += area[ineg]
-        fp_id[ip], peak[ip], comp[ip] = dets.footprint[main], peak[main], comp[main]
-        is_dipole[ip] = True
-        for k, v in (("pos_flux", fit.pos_flux), ("pos_flux_err", fit.pos_flux_err),
-                     ("neg_flux", fit.neg_flux), ("neg_flux_err", fit.neg_flux_err),
-                     ("separation", fit.separation), ("angle", fit.angle)):
-            dip[k][ip] = v
-    meta["n_dipoles"] = int(is_dipole.sum())
+    rows = _Rows(x=x, y=y, flux=flux, err=err, flags=flags,
+                 area=dets.area[dets.footprint] if n else np.zeros(0, np.int64),
+                 fp_id=dets.footprint.copy(), peak=dets.peak_snr.copy(), comp=comp)
+    _merge_dipoles(rows, pix, psf_at, dets, max_separation=opts.dipole_max_separation * fwhm,
+                   min_flux_ratio=opts.dipole_min_flux_ratio)
+    meta["n_dipoles"] = int(rows.is_dipole.sum())
 
     # ---- assemble, then per-source quantities at the final positions
-    sel = np.flatnonzero(keep)
-    x, y, flux, err, flags = x[sel], y[sel], flux[sel], err[sel], flags[sel]
-    is_dipole, area, fp_id, peak = is_dipole[sel], area[sel], fp_id[sel], peak[sel]
-    comp = comp[sel]
-    dip = {k: v[sel] for k, v in dip.items()}
+    sel = np.flatnonzero(rows.keep)
+    x, y, flux, err = rows.x[sel], rows.y[sel], rows.flux[sel], rows.err[sel]
+    flags = rows.flags[sel]
+    is_dipole, area, fp_id = rows.is_dipole[sel], rows.area[sel], rows.fp_id[sel]
+    peak, comp = rows.peak[sel], rows.comp[sel]
+    dip = {k: v[sel] for k, v in rows.dipole.items()}
     flags |= np.where(np.isfinite(flux), 0, 1 << FLAG_BITS["PSF_FLUX_FAILED"])
     sign = np.where(np.isfinite(flux), np.sign(flux), np.sign(peak)).astype(np.int64)
     sign[sign == 0] = 1
