@@ -23,7 +23,7 @@ rule qa:
         ksum=ksum_tables,
         stamps=rules.select.output.stamps,
     output:
-        **qa_plot_outputs(),
+        **qa_plot_outputs("qa"),
     log:
         "logs/qa/{pair}.log",
     benchmark:

@@ -92,6 +92,9 @@ STEP_COSTS: dict[str, StepCost] = {
     "simulated_psf": StepCost(150, 0, 2.0, 0.0),
     "model_psf_kernel": StepCost(150, 50, 2.0, 1.0),
     "model_psf_convolve": StepCost(180, 90, 2.0, 0.6, multithreaded=True),
+    # DIA sources and their QA: PLACEHOLDER (see bench notes in the report)
+    "detect_dia_sources": StepCost(250, 150, 3.0, 4.0),
+    "qa_dia": StepCost(200, 60, 3.0, 1.0),
 }
 
 

@@ -15,9 +15,10 @@ import math
 import numpy as np
 import pytest
 
-from psfmatch import io, steps
+from psfmatch import io
 from psfmatch.basis import SIGMA_TO_FWHM
 from psfmatch.dia import DiaOptions, detect_and_measure, forced_psf_flux, gaussian_psf_image
+from psfmatch.steps.simulate import simulate
 
 from .chain import run_pair
 
@@ -31,8 +32,8 @@ SIMULATION = {"seed": 7, "shape": [1024, 1024], "n_transients": 60, "n_variables
 def fitted(tmp_path_factory):
     work = tmp_path_factory.mktemp("dia")
     template, science = work / "template.fits", work / "science.fits"
-    steps.simulate(simulation=SIMULATION, template_path=template, science_path=science,
-                   truth_path=work / "truth.json", sources_path=work / "sources.parquet")
+    simulate(simulation=SIMULATION, template_path=template, science_path=science,
+             truth_path=work / "truth.json", sources_path=work / "sources.parquet")
     paths = run_pair(work, template, science)
     fwhm = io.read_json(paths["psf.json"])["science"]["fwhm"]
     sigma = math.sqrt((fwhm / SIGMA_TO_FWHM) ** 2 - 1.0 / 12.0)

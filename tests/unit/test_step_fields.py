@@ -14,6 +14,7 @@ import yaml
 from psfmatch import io
 from psfmatch.config import (
     DetectionOptions,
+    DiaOptions,
     ModelPsfMatchSection,
     OutputOptions,
     PsfMatchConfig,
@@ -57,7 +58,8 @@ def _known_paths() -> set[str]:
 
     walk(PsfMatchConfig, "psf_match")
     for section, cls in (("warp", WarpOptions), ("detection", DetectionOptions),
-                         ("output", OutputOptions), ("model_psf_match", ModelPsfMatchSection)):
+                         ("output", OutputOptions), ("model_psf_match", ModelPsfMatchSection),
+                         ("dia_sources", DiaOptions)):
         walk(cls, section)
     return known
 

@@ -4,7 +4,7 @@
   nested ``detectionConfig`` and ``warpingConfig``) and ``ModelPsfMatchConfig``: the one
   mapping between ip_diffim's CamelCase field names and our PEP 8 attributes.
 * :mod:`psfmatch.config.sections`: our snake_case sections (``warp``, ``detection``,
-  ``output``) and ``model_psf_match``.
+  ``output``, ``dia_sources``) and ``model_psf_match``.
 
 Every default lives in one of these two modules.
 """
@@ -20,6 +20,7 @@ from psfmatch.config.lsst import (
 )
 from psfmatch.config.sections import (
     DetectionOptions,
+    DiaOptions,
     ModelPsfMatchSection,
     OutputOptions,
     WarpOptions,
@@ -32,6 +33,7 @@ __all__ = [
     "DF",
     "DetectionConfig",
     "DetectionOptions",
+    "DiaOptions",
     "ModelPsfMatchConfig",
     "ModelPsfMatchSection",
     "OutputOptions",

@@ -13,6 +13,7 @@ Public entry points:
 No function here reads or writes files.
 """
 
+from psfmatch.config.sections import DiaOptions
 from psfmatch.dia.catalogue import (
     COLUMNS,
     DiaCatalogue,
@@ -24,7 +25,6 @@ from psfmatch.dia.cutouts import make_cutouts
 from psfmatch.dia.filtering import matched_filter, noise_peak_density
 from psfmatch.dia.flags import FLAG_BITS, FLAG_DESCRIPTIONS, decode_flags
 from psfmatch.dia.gate import BadSubtractionError
-from psfmatch.dia.options import DiaOptions
 from psfmatch.dia.psf import empirical_psf, gaussian_psf_image, psf_image
 
 __all__ = [

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from psfmatch.config.sections import DiaOptions
 from psfmatch.dia.dipole import fit_dipole, pair_peaks
 from psfmatch.dia.filtering import matched_filter, noise_peak_density
 from psfmatch.dia.flags import FLAG_BITS, FLAG_DESCRIPTIONS
@@ -27,7 +28,6 @@ from psfmatch.dia.footprints import (
 )
 from psfmatch.dia.gate import check_subtraction, footprint_power_ratios, subtraction_quality
 from psfmatch.dia.measure import PixelData, fit_psf, linear_psf_flux, refine_peak, shapes
-from psfmatch.dia.options import DiaOptions
 from psfmatch.dia.psf import psf_image, psf_moments_fwhm
 from psfmatch.errors import ExposureError
 from psfmatch.exposure import Exposure

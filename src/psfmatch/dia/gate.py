@@ -25,7 +25,7 @@ Two measures, each with a configured limit (``None`` disables it):
   :math:`k\\,\\Phi(-t)` (5.7e-7 at 5σ for both signs). A catastrophic failure (wrong
   scale, offset) pushes it up by orders of magnitude.
 
-A tripped gate raises :class:`BadSubtractionError` carrying the numbers.
+A tripped gate raises :class:`~psfmatch.errors.BadSubtractionError` carrying the numbers.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from scipy import ndimage
 from scipy.special import ndtr
 
 from psfmatch.dia.filtering import FilteredImage, matched_filter, usable_pixels
-from psfmatch.errors import PsfMatchError
+from psfmatch.errors import BadSubtractionError
 from psfmatch.exposure import Exposure
 
 __all__ = ["BadSubtractionError", "check_subtraction", "footprint_power_ratios",
@@ -51,45 +51,6 @@ SCIENCE_FOOTPRINT_SNR = 10.0
 SCIENCE_FOOTPRINT_MIN_AREA = 5
 #: Fewest footprints for the power-ratio checks to apply.
 MIN_RATIO_FOOTPRINTS = 3
-
-
-class BadSubtractionError(PsfMatchError, RuntimeError):
-    """The difference image fails the quality gate.
-
-    Attributes
-    ----------
-    label : str
-        What was checked (the pair id).
-    failed : str
-        The measure that tripped: ``"footprint_ratio_mean"``,
-        ``"footprint_ratio_std"`` or ``"detected_fraction"``.
-    value, limit : float
-        Its value and the configured limit.
-    quality : dict
-        Every number of :func:`subtraction_quality`.
-    """
-
-    def __init__(self, label: str, failed: str, value: float, limit: float,
-                 quality: dict[str, Any]) -> None:
-        self.label = label
-        self.failed = failed
-        self.value = float(value)
-        self.limit = float(limit)
-        self.quality = dict(quality)
-        q = self.quality
-        nan = math.nan
-        super().__init__(
-            f"{label}: bad subtraction: {failed} = {self.value:.4g} exceeds the limit "
-            f"{self.limit:g} (footprint power ratio mean "
-            f"{q.get('footprint_ratio_mean', nan):.3g}, "
-            f"std {q.get('footprint_ratio_std', nan):.3g} over "
-            f"{q.get('n_science_footprints', 0)} science footprints; "
-            f"{q.get('n_detected', 0)} of {q.get('n_usable', 0)} usable pixels beyond the "
-            f"threshold, fraction {q.get('detected_fraction', nan):.3g}, pure noise "
-            f"{q.get('expected_fraction', nan):.2g})")
-
-    def __reduce__(self):  # keep the numbers through pickling (multiprocessing, Snakemake)
-        return (type(self), (self.label, self.failed, self.value, self.limit, self.quality))
 
 
 def footprint_power_ratios(

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from psfmatch.detect import adaptive_moments
 from psfmatch.dia.filtering import FilteredImage, usable_pixels
 from psfmatch.dia.psf import shifted_psf
 from psfmatch.exposure import Exposure
+from psfmatch.moments import adaptive_moments
 
 __all__ = ["PixelData", "fit_psf", "linear_psf_flux", "refine_peak", "shapes"]
 

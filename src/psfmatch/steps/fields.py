@@ -28,6 +28,7 @@ from psfmatch.config import (
     AL,
     DF,
     DetectionOptions,
+    DiaOptions,
     ModelPsfMatchSection,
     OutputOptions,
     PsfMatchConfig,
@@ -128,6 +129,10 @@ STEP_READS: dict[str, StepReads] = {
          "model_psf_match.kernel"),
     ),
     "model_psf_convolve": StepReads(),
+    "detect_dia_sources": StepReads(tuple(
+        f"dia_sources.{f.name}" for f in fields(DiaOptions) if f.name not in DiaOptions.QA_FIELDS
+    )),
+    "qa_dia": StepReads(tuple(f"dia_sources.{name}" for name in DiaOptions.QA_FIELDS)),
 }
 
 
@@ -188,6 +193,7 @@ _SECTIONS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "detection": lambda block: DetectionOptions.from_dict(block, where="detection"),
     "output": lambda block: OutputOptions.from_dict(block, where="output"),
     "model_psf_match": lambda block: ModelPsfMatchSection.from_dict(block),
+    "dia_sources": lambda block: DiaOptions.from_dict(block, where="dia_sources"),
 }
 
 
@@ -236,11 +242,11 @@ class StepConfig:
     """What a step function receives: its part of the config, read through its record.
 
     ``StepConfig("select", params)`` gives ``.psf_match``, ``.detection``, ``.warp``,
-    ``.output`` and ``.model_psf_match`` as the config objects of :mod:`psfmatch.config`
-    (defaults for what the params leave out), on which reading an undeclared field raises
-    :class:`~psfmatch.errors.UndeclaredConfigError`. :meth:`block` returns a section as
-    received (for provenance in the products). Params may hold more than the step reads
-    (a caller passing the whole config): only reads are checked.
+    ``.output``, ``.model_psf_match`` and ``.dia_sources`` as the config objects of
+    :mod:`psfmatch.config` (defaults for what the params leave out), on which reading an
+    undeclared field raises :class:`~psfmatch.errors.UndeclaredConfigError`. :meth:`block`
+    returns a section as received (for provenance in the products). Params may hold more
+    than the step reads (a caller passing the whole config): only reads are checked.
     """
 
     def __init__(self, step: str, params: Mapping[str, Any] | None) -> None:
