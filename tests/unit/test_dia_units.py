@@ -173,3 +173,28 @@ def test_inputs_must_share_the_difference_grid():
     other = _ramp(xy0=(0, 0))
     with pytest.raises(ExposureError, match="science"):
         detect_and_measure(exp, gaussian_psf_image(3.0), science=other)
+
+
+# ------------------------------------------------------------- PSF of the difference
+def test_difference_psf_prefers_the_model_then_a_pixel_corrected_gaussian():
+    from psfmatch.dia.psf import difference_psf, pixel_corrected_gaussian
+
+    # a FWHM measured by adaptive moments on pixels includes the pixel: the Gaussian
+    # drawn from it has that same measured FWHM (pixel integration adds it back; the
+    # 1/12 px² is exact for unweighted moments, the adaptive ones agree to 1e-3 from 2.5 px)
+    for fwhm in (2.5, 3.5, 6.0):
+        assert psf_moments_fwhm(pixel_corrected_gaussian(fwhm)) == pytest.approx(fwhm, rel=1e-3)
+    with pytest.raises(PsfModelError, match="pixel"):
+        pixel_corrected_gaussian(0.2)  # (0.2/2.355)² < 1/12
+    pair = make_pair(SimulationParams(shape=(128, 128), seed=2))
+    science = pair.science
+    psf, info = difference_psf(science, source="auto", fwhm=4.6)
+    assert info["source"] == "model" and psf is science.psf
+    bare = Exposure(image=science.image, mask=science.mask, variance=science.variance)
+    psf, info = difference_psf(bare, source="auto", fwhm=4.6)
+    assert info["source"] == "gaussian" and info["fallback"]
+    assert info["fwhm"] == pytest.approx(4.6, rel=2e-3)
+    with pytest.raises(PsfModelError, match="no PSF model"):
+        difference_psf(bare, source="model", fwhm=4.6)
+    with pytest.raises(PsfModelError, match="fewer than 3"):
+        difference_psf(bare, source="empirical", fwhm=4.6, star_x=[10.0], star_y=[10.0])

@@ -234,7 +234,8 @@ class DiaOptions(_Section):
         The PSF of the difference when the workflow gives none (a difference-PSF file
         always wins): the science exposure's PSF model, a stack of the GOOD kernel
         candidates on the science image, or a Gaussian of the science FWHM in
-        ``psf.json``; ``auto`` takes the first of these that exists.
+        ``psf.json``; ``auto`` is the model if there is one, else the Gaussian
+        (:func:`psfmatch.dia.psf.difference_psf` says why not the stack).
     gallery_size : int
         QA: the brightest this many sources (by ``|snr|``) are shown in the cut-out
         gallery (>= 1).
