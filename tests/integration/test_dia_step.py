@@ -85,7 +85,8 @@ def test_catalogue_and_cutouts_have_the_schema_units_flags_and_the_transients(pa
     cat, paths = default_run
     table = io.read_table(paths["catalogue_path"])
     assert list(table.columns) == list(COLUMNS)
-    assert table.units["x"] == "pix" and table.units["ra"] == "deg"
+    assert table.units["x"] == "pix"
+    assert table.units["ra"] == "deg"
     assert table.units["psf_flux"] == table.units["template_flux"] == "ADU"  # BUNIT
     assert table.metadata["flag_bits"] == dict(FLAG_BITS)
     assert table.metadata["psf"]["source"] == "gaussian"  # auto, and no PSF model in the file
@@ -194,9 +195,12 @@ def test_a_bad_subtraction_fails_naming_the_pair_and_the_numbers(pair):
     with pytest.raises(BadSubtractionError) as err:
         _run(work, "bad", difference="bad.fits")
     text = str(err.value)
-    assert LABEL in text and "bad subtraction" in text
-    assert err.value.failed == "footprint_ratio_mean" and err.value.value > 0.2
-    assert f"{err.value.value:.4g}" in text and "limit 0.2" in text
+    assert LABEL in text
+    assert "bad subtraction" in text
+    assert err.value.failed == "footprint_ratio_mean"
+    assert err.value.value > 0.2
+    assert f"{err.value.value:.4g}" in text
+    assert "limit 0.2" in text
     assert not list(work.glob("bad_dia_*"))  # nothing written
 
 
@@ -231,7 +235,8 @@ def test_run_catalogue_and_summary_keep_good_pairs_and_name_the_failed_one(defau
     assert list(run.columns) == ["pair", *COLUMNS]
     assert list(run.columns["pair"]) == ["a"] * n + ["b"] * n
     np.testing.assert_array_equal(run.columns["psf_flux"][n:], cat.columns["psf_flux"])
-    assert run.units["psf_flux"] == "ADU" and run.metadata["pairs"] == status
+    assert run.units["psf_flux"] == "ADU"
+    assert run.metadata["pairs"] == status
     # the summary: a pair whose DIA step failed (its difference exists) is failed there
     metrics = tmp_path / "metrics.json"
     io.write_json(metrics, {"kernel_sum": 1.1, "candidates": {}, "difference": {}})
@@ -239,11 +244,13 @@ def test_run_catalogue_and_summary_keep_good_pairs_and_name_the_failed_one(defau
     _failing_log(gate_log, BadSubtractionError("pair 'x'", "detected_fraction", 0.5, 0.1, {}))
     row = pair_outcome(pair="x", metrics_path=metrics, plot_paths=[], logs={
         str(gate_log): "detect_dia_sources"}, dia_path=str(tmp_path / "x.parquet"))
-    assert row["status"] == "failed" and row["failed_step"] == "detect_dia_sources"
+    assert row["status"] == "failed"
+    assert row["failed_step"] == "detect_dia_sources"
     assert "BadSubtractionError: pair 'x': bad subtraction" in row["error"]
     row = pair_outcome(pair="a", metrics_path=metrics, plot_paths=[], logs={},
                        dia_path=catalogues["a"])
-    assert row["status"] == "ok" and row["n_dia_sources"] == n
+    assert row["status"] == "ok"
+    assert row["n_dia_sources"] == n
     flagged = {name: int(np.count_nonzero(cat.columns["flags"] & (1 << bit)))
                for name, bit in FLAG_BITS.items()}
     assert row["dia_flag_counts"] == flagged

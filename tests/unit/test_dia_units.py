@@ -189,10 +189,12 @@ def test_difference_psf_prefers_the_model_then_a_pixel_corrected_gaussian():
     pair = make_pair(SimulationParams(shape=(128, 128), seed=2))
     science = pair.science
     psf, info = difference_psf(science, source="auto", fwhm=4.6)
-    assert info["source"] == "model" and psf is science.psf
+    assert info["source"] == "model"
+    assert psf is science.psf
     bare = Exposure(image=science.image, mask=science.mask, variance=science.variance)
     psf, info = difference_psf(bare, source="auto", fwhm=4.6)
-    assert info["source"] == "gaussian" and info["fallback"]
+    assert info["source"] == "gaussian"
+    assert info["fallback"]
     assert info["fwhm"] == pytest.approx(4.6, rel=2e-3)
     with pytest.raises(PsfModelError, match="no PSF model"):
         difference_psf(bare, source="model", fwhm=4.6)
