@@ -22,6 +22,7 @@ from tests.dia_support import simulate, spatial_kernel, stamp_difference
 
 from psfmatch import io
 from psfmatch.dia import COLUMNS, FLAG_BITS
+from psfmatch.dia.psf import psf_moments_fwhm
 from psfmatch.errors import BadSubtractionError
 from psfmatch.logs import log_to_file
 from psfmatch.qa import qa_plot_keys
@@ -136,6 +137,32 @@ def test_the_matched_template_is_rebuilt_from_the_warped_template_and_kernel(pai
     assert len(again) == len(cat)
     for name in ("x", "y", "psf_flux", "psf_flux_err", "template_flux", "flags"):
         np.testing.assert_allclose(again.columns[name], cat.columns[name], rtol=1e-6, err_msg=name)
+
+
+def test_a_difference_psf_file_is_used_as_given(pair):
+    """The PSF file a decorrelation step would write wins over psf_source."""
+    work, case = pair
+    centre = case.pair.science.psf.image_at(256.0, 256.0)  # the simulator's own science PSF
+    io.write_psf_image(work / "difference_psf.fits", centre)
+    cat = detect_dia_sources(
+        difference_path=work / "difference.fits", science_path=work / "science.fits",
+        template_path=work / "matched.fits", candidates_path=work / "candidates.parquet",
+        psf_path=work / "psf.json", difference_psf_path=work / "difference_psf.fits",
+        catalogue_path=work / "file_psf.parquet", cutouts_path=work / "file_psf.fits",
+        config=_config(psf_source="gaussian"), label=LABEL)
+    assert cat.metadata["psf_fwhm"] == pytest.approx(psf_moments_fwhm(centre), rel=1e-6)
+    psf = io.read_table(work / "file_psf.parquet").metadata["psf"]
+    assert psf["source"] == "file"
+    # bright transients measured with the true PSF: median flux ratio near 1
+    t = case.truth.catalogues["transients"]
+    c = cat.columns
+    dist = np.hypot(c["x"][None, :] - t["x"][:, None], c["y"][None, :] - t["y"][:, None])
+    j = dist.argmin(axis=1)
+    ok = (dist[np.arange(j.size), j] < 1.0) & (np.abs(c["snr"][j]) > 30)
+    assert ok.sum() >= 5
+    ratios = {"file": np.median(c["psf_flux"][j[ok]] / t["flux_science"][ok])}
+    # median of >= 5 sources at S/N > 30: statistical error < 1.25 * 3 % / sqrt(5) ~ 1.7 %
+    assert ratios["file"] == pytest.approx(1.0, abs=0.02)
 
 
 def test_an_empty_difference_gives_an_empty_catalogue_and_plots(pair, tmp_path):
