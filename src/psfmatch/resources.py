@@ -92,9 +92,11 @@ STEP_COSTS: dict[str, StepCost] = {
     "simulated_psf": StepCost(150, 0, 2.0, 0.0),
     "model_psf_kernel": StepCost(150, 50, 2.0, 1.0),
     "model_psf_convolve": StepCost(180, 90, 2.0, 0.6, multithreaded=True),
-    # DIA sources and their QA: PLACEHOLDER (see bench notes in the report)
-    "detect_dia_sources": StepCost(250, 150, 3.0, 4.0),
-    "qa_dia": StepCost(200, 60, 3.0, 1.0),
+    # Not calibrated with bench/resource_calibration.py yet: peak RSS of 1024² and 2048²
+    # true-kernel pairs (detect_dia_sources 402 / 1055 MB, qa_dia 324 / 582 MB) and their
+    # wall times on a loaded 2-core machine (8.2 / 26.4 s, 9.2 / 10.0 s), rounded up.
+    "detect_dia_sources": StepCost(200, 230, 3.0, 6.0),
+    "qa_dia": StepCost(250, 90, 6.0, 0.5),
 }
 
 
