@@ -14,6 +14,8 @@ __all__ = [
     "PairsSheetError",
     "PsfMatchError",
     "PsfModelError",
+    "TemplateCoverageError",
+    "VarianceScaleError",
 ]
 
 
@@ -78,3 +80,14 @@ class MemoryBudgetError(PsfMatchError, ValueError):
 
     The message names the step, the image size, the estimate and the declared value.
     """
+
+
+class TemplateCoverageError(PsfMatchError, ValueError):
+    """Too little of the science image has template data (ip_diffim ``NoWorkFound``).
+
+    The message names the pair, the covered fraction and the required one.
+    """
+
+
+class VarianceScaleError(PsfMatchError, ValueError):
+    """A variance plane is off by more than the allowed factor (``ExceedsMaxVarianceScaleError``)."""
