@@ -206,7 +206,12 @@ def basis_fwhms(mode: str, *, template_fwhm: float, science_fwhm: float,
 
 
 def difference_convolve_science(
-    science: Exposure, template: Exposure, kernel: SpatialKernel, *, norm: float | None = None
+    science: Exposure,
+    template: Exposure,
+    kernel: SpatialKernel,
+    *,
+    norm: float | None = None,
+    subtract_background: bool = True,
 ) -> tuple[Exposure, Exposure]:
     """convolveScience difference :math:`D = (K \\star S + b - T) / \\kappa_c`.
 
@@ -221,6 +226,9 @@ def difference_convolve_science(
         Science → template kernel (its sum is template counts per science count).
     norm : float, optional
         :math:`\\kappa_c`; default the kernel sum at the centre of the science bbox.
+    subtract_background : bool
+        Include the fitted differential background ``b`` (``doSubtractBackground``);
+        otherwise ``b = 0``.
 
     Returns
     -------
@@ -253,7 +261,8 @@ def difference_convolve_science(
     ny, nx = science.shape
     x0, y0 = science.xy0
     background = kernel.background_at(np.arange(nx, dtype=np.float64)[None, :] + x0,
-                                      np.arange(ny, dtype=np.float64)[:, None] + y0)
+                                      np.arange(ny, dtype=np.float64)[:, None] + y0) \
+        if subtract_background else 0.0
     conv_image = convolved.image.astype(np.float64)
     image = (conv_image + background - tmpl.image) / norm
     variance = (convolved.variance.astype(np.float64) + tmpl.variance) / norm**2

@@ -113,6 +113,12 @@ def test_convolve_science_is_the_forward_difference_in_science_units(pairs):
     inner = (slice(16, -16), slice(16, -16))
     np.testing.assert_allclose(d_cs.image[inner], -d_fwd.image[inner] / kappa, atol=2e-3)
     np.testing.assert_allclose(d_cs.variance[inner], d_fwd.variance[inner] / kappa**2, rtol=1e-5)
+    # without the background, D moves by b / κ exactly
+    d_nobg, _ = difference_convolve_science(swp.science, swp.template, swp.kernel,
+                                            subtract_background=False)
+    bg = swp.truth.background_at(128.0, 100.0)
+    shift = float(d_cs.image[100, 128]) - float(d_nobg.image[100, 128])
+    assert shift == pytest.approx(bg / kappa, rel=1e-3)  # float32 rounding of ~1e2 values
     # matched science: K ⋆ S / κ, in science units with the template's PSF
     assert matched.psf is swp.template.psf
     assert d_cs.psf is swp.template.psf
