@@ -122,10 +122,18 @@ def variance_scale_factor(
     return VarianceScale(factor, "image", n_good)
 
 
-def scale_variance(exposure: Exposure, **options) -> tuple[Exposure, VarianceScale]:
+def scale_variance(
+    exposure: Exposure,
+    *,
+    mask_planes: Sequence[str] = MASK_PLANES,
+    limit: float = 10.0,
+    background_bin: int = 32,
+    label: str = "exposure",
+) -> tuple[Exposure, VarianceScale]:
     """Multiply the variance plane by :func:`variance_scale_factor` (image, mask unchanged).
 
-    ``options`` are those of :func:`variance_scale_factor`.
+    Options as :func:`variance_scale_factor`; returns the new exposure and the factor.
     """
-    scale = variance_scale_factor(exposure, **options)
+    scale = variance_scale_factor(exposure, mask_planes=mask_planes, limit=limit,
+                                  background_bin=background_bin, label=label)
     return exposure.with_(variance=(exposure.variance * scale.factor).astype(np.float32)), scale
