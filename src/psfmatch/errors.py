@@ -90,4 +90,7 @@ class TemplateCoverageError(PsfMatchError, ValueError):
 
 
 class VarianceScaleError(PsfMatchError, ValueError):
-    """A variance plane is off by more than the allowed factor (``ExceedsMaxVarianceScaleError``)."""
+    """A variance plane is off by more than the allowed factor.
+
+    ip_diffim's ``ExceedsMaxVarianceScaleError``; the message names the image and factor.
+    """
