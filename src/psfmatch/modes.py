@@ -32,7 +32,13 @@ from psfmatch.errors import ConfigError, TemplateCoverageError
 from psfmatch.exposure import Exposure, remap_mask_bits
 from psfmatch.kernel import SpatialKernel
 from psfmatch.moments import adaptive_moments
-from psfmatch.subtract import CLEAR_SCIENCE_PLANES, convolve_exposure, prepare_template_mask
+from psfmatch.subtract import (
+    CLEAR_SCIENCE_PLANES,
+    PRESERVE_TEMPLATE_PLANES,
+    RENAME_TEMPLATE_PLANES,
+    convolve_exposure,
+    prepare_template_mask,
+)
 
 __all__ = [
     "AUTO",
@@ -46,6 +52,8 @@ __all__ = [
     "difference_convolve_science",
     "fitting_roles",
     "psf_axis_fwhm",
+    "restore_mask_planes",
+    "star_axis_fwhm",
     "template_coverage",
 ]
 
@@ -211,6 +219,9 @@ def difference_convolve_science(
     *,
     norm: float | None = None,
     subtract_background: bool = True,
+    preserve_template: tuple[str, ...] = PRESERVE_TEMPLATE_PLANES,
+    rename_template: tuple[str, ...] = RENAME_TEMPLATE_PLANES,
+    preserve_planes: tuple[str, ...] = (),
 ) -> tuple[Exposure, Exposure]:
     """convolveScience difference :math:`D = (K \\star S + b - T) / \\kappa_c`.
 
@@ -228,6 +239,12 @@ def difference_convolve_science(
     subtract_background : bool
         Include the fitted differential background ``b`` (``doSubtractBackground``);
         otherwise ``b = 0``.
+    preserve_template, rename_template : tuple of str
+        ``preserveTemplateMask`` / ``renameTemplateMask`` for the template's mask
+        (:func:`psfmatch.subtract.prepare_template_mask`).
+    preserve_planes : tuple of str
+        ``preserveMaskPlanes``: science planes restored undilated after the convolution
+        (:func:`restore_mask_planes`).
 
     Returns
     -------
@@ -253,8 +270,9 @@ def difference_convolve_science(
         msg = f"kernel sum at the science centre must be > 0, got {norm!r}"
         raise ValueError(msg)
     cleared = science.with_(mask=science.mask & ~science.plane_bitmask(CLEAR_SCIENCE_PLANES))
-    convolved = convolve_exposure(cleared, kernel)
-    tmpl = prepare_template_mask(template)
+    convolved = restore_mask_planes(convolve_exposure(cleared, kernel), cleared,
+                                    preserve_planes)
+    tmpl = prepare_template_mask(template, preserve=preserve_template, rename=rename_template)
     out = convolved.with_planes(tmpl.mask_planes)
     t_mask = remap_mask_bits(tmpl.mask, tmpl.mask_planes, out.mask_planes)
     ny, nx = science.shape
@@ -301,3 +319,86 @@ def check_template_coverage(fraction: float, *, required: float, label: str) -> 
         msg = (f"{label}: template covers {100 * fraction:.1f} % of the science image, less "
                f"than subtract.requiredTemplateFraction = {required:g}")
         raise TemplateCoverageError(msg)
+
+
+def restore_mask_planes(convolved: Exposure, original: Exposure,
+                        planes: Sequence[str]) -> Exposure:
+    """ip_diffim's ``preserveMaskPlanes``: undo the dilation of some planes.
+
+    mask: each of ``planes`` present in ``original`` is cleared on every pixel of
+    ``convolved`` and set again exactly where ``original`` (the unconvolved input, same
+    grid) has it; the other planes keep their dilation. Image and variance unchanged.
+    """
+    present = [p for p in planes if p in original.mask_planes]
+    if not present:
+        return convolved
+    out = convolved.with_planes(present)
+    mask = out.mask.copy()
+    for plane in present:
+        bit = np.int32(1 << out.mask_planes[plane])
+        mask &= ~bit
+        mask[original.plane(plane)] |= bit
+    return out.with_(mask=mask)
+
+
+def star_axis_fwhm(
+    exposure: Exposure,
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    *,
+    half_width: int = 15,
+    max_stars: int = 100,
+    min_separation: float = 10.0,
+    bad_mask_planes: Sequence[str] = ("NO_DATA", "EDGE", "SAT", "BAD", "CR"),
+) -> tuple[tuple[float, float], int]:
+    """Per-axis FWHMs ``(2.3548 med √Ixx, 2.3548 med √Iyy)`` (px) of stars, and their number.
+
+    The stars at parent ``(x, y)`` (bright ones first) are cut as
+    :func:`psfmatch.detect.measure_fwhm` cuts them: ``(2 half_width + 1)²`` stamps at the
+    nearest pixel, isolated (no other position within ``min_separation``), inside the
+    image, free of ``bad_mask_planes`` and non-finite pixels, border median subtracted;
+    :func:`psfmatch.moments.adaptive_moments` gives each star's :math:`I_{xx}, I_{yy}`
+    and the medians over the first ``max_stars`` measured stars are returned. This is the
+    star-based stand-in for ``getPsfFwhm(average=False)`` when an image has no PSF model.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 3 stars could be measured.
+    """
+    from scipy.spatial import cKDTree
+
+    xs = np.atleast_1d(np.asarray(x, dtype=np.float64))
+    ys = np.atleast_1d(np.asarray(y, dtype=np.float64))
+    keep = np.isfinite(xs) & np.isfinite(ys)
+    if min_separation > 0 and xs.size > 1:
+        pts = np.column_stack([np.where(keep, xs, 1e300), np.where(keep, ys, 1e300)])
+        pairs = cKDTree(pts).query_pairs(min_separation, output_type="ndarray")
+        keep[pairs.ravel()] = False
+    hw = int(half_width)
+    ny, nx = exposure.shape
+    col = np.floor(np.where(keep, xs, 0.0) + 0.5).astype(np.int64) - exposure.xy0[0]
+    row = np.floor(np.where(keep, ys, 0.0) + 0.5).astype(np.int64) - exposure.xy0[1]
+    keep &= (col - hw >= 0) & (col + hw < nx) & (row - hw >= 0) & (row + hw < ny)
+    idx = np.flatnonzero(keep)
+    offs = np.arange(-hw, hw + 1)
+    rr = row[idx, None, None] + offs[None, :, None]
+    cc = col[idx, None, None] + offs[None, None, :]
+    bad = ~np.isfinite(exposure.image) | ~np.isfinite(exposure.variance) \
+        | ((exposure.mask & exposure.plane_bitmask(bad_mask_planes)) != 0)
+    clean = ~bad[rr, cc].any(axis=(1, 2))
+    stamps = exposure.image[rr[clean], cc[clean]][: int(max_stars)].astype(np.float64)
+    if stamps.shape[0] < 3:
+        msg = f"{stamps.shape[0]} usable stars for the per-axis FWHMs (3 needed)"
+        raise ValueError(msg)
+    border = np.ones(stamps.shape[1:], dtype=bool)
+    border[2:-2, 2:-2] = False
+    stamps -= np.median(stamps[:, border], axis=1)[:, None, None]
+    cov, _, ok = adaptive_moments(stamps)
+    ok &= (cov[:, 0] > 0) & (cov[:, 1] > 0)
+    if ok.sum() < 3:
+        msg = f"{int(ok.sum())} stars with converged moments for the per-axis FWHMs (3 needed)"
+        raise ValueError(msg)
+    fx = SIGMA_TO_FWHM * float(np.median(np.sqrt(cov[ok, 0])))
+    fy = SIGMA_TO_FWHM * float(np.median(np.sqrt(cov[ok, 1])))
+    return (fx, fy), int(ok.sum())

@@ -65,21 +65,27 @@ def _or_filter_1d(mask: np.ndarray, size: int, axis: int) -> np.ndarray:
     return first | second
 
 
-def prepare_template_mask(template: Exposure) -> Exposure:
+def prepare_template_mask(
+    template: Exposure,
+    *,
+    preserve: tuple[str, ...] = PRESERVE_TEMPLATE_PLANES,
+    rename: tuple[str, ...] = RENAME_TEMPLATE_PLANES,
+) -> Exposure:
     """ip_diffim ``updateMasks`` for the template; returns a new exposure.
 
     See docs/warp-and-subtract.md#template-mask.
 
-    Planes in :data:`RENAME_TEMPLATE_PLANES` present in the template are copied to
-    ``<NAME>_TEMPLATE``; every plane not in :data:`PRESERVE_TEMPLATE_PLANES` (or a
-    ``*_TEMPLATE`` copy) is then cleared. Image and variance are shared, unchanged.
+    Planes in ``rename`` (``renameTemplateMask``, default :data:`RENAME_TEMPLATE_PLANES`)
+    present in the template are copied to ``<NAME>_TEMPLATE``; every plane not in
+    ``preserve`` (``preserveTemplateMask``, default :data:`PRESERVE_TEMPLATE_PLANES`) or a
+    ``*_TEMPLATE`` copy is then cleared. Image and variance are shared, unchanged.
     """
-    renamed = [p for p in RENAME_TEMPLATE_PLANES if p in template.mask_planes]
+    renamed = [p for p in rename if p in template.mask_planes]
     exp = template.with_planes([f"{p}_TEMPLATE" for p in renamed])
     mask = exp.mask.copy()
     for plane in renamed:
         mask[exp.plane(plane)] |= 1 << exp.mask_planes[f"{plane}_TEMPLATE"]
-    keep = exp.plane_bitmask([*PRESERVE_TEMPLATE_PLANES, *(f"{p}_TEMPLATE" for p in renamed)])
+    keep = exp.plane_bitmask([*preserve, *(f"{p}_TEMPLATE" for p in renamed)])
     return exp.with_(mask=mask & keep)
 
 

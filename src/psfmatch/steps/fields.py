@@ -28,9 +28,11 @@ from psfmatch.config import (
     AL,
     DF,
     DetectionOptions,
+    DifferenceOptions,
     ModelPsfMatchSection,
     OutputOptions,
     PsfMatchConfig,
+    SubtractConfig,
     WarpOptions,
 )
 from psfmatch.errors import UndeclaredConfigError
@@ -121,13 +123,26 @@ STEP_READS: dict[str, StepReads] = {
                                   "kernelSumClipping", "maxKsumSigma")},
     ),
     "assess": StepReads(_RESIDUALS + _pm("spatialKernelClipping", "nStarPerCell")),
-    "convolve": StepReads(_pm("nStarPerCell")),
+    "convolve": StepReads(_pm("nStarPerCell") + (
+        "subtract.doSubtractBackground", "subtract.preserveTemplateMask",
+        "subtract.renameTemplateMask", "subtract.preserveMaskPlanes")),
     "qa": StepReads(_pm("sizeCellX", "sizeCellY", "nStarPerCell", "badMaskPlanes")),
     "model_psf_kernel": StepReads(
         ("model_psf_match.target", "model_psf_match.kernel_sum", "model_psf_match.psf_match",
          "model_psf_match.kernel"),
     ),
     "model_psf_convolve": StepReads(),
+    # subtraction modes: the mode decision, the preconvolved science image, decorrelation
+    "subtraction_mode": StepReads(
+        ("subtract.mode", "subtract.requiredTemplateFraction",
+         "subtract.minTemplateFractionForExpectedSuccess", "difference.preconvolution"),
+    ),
+    "preconvolve": StepReads(("subtract.badMaskPlanes",)),
+    "decorrelate": StepReads(
+        ("subtract.doDecorrelation", "subtract.decorrelate", "subtract.doScaleVariance",
+         "subtract.scaleVariance", "difference.decorrelation_grid", "difference.zero_point",
+         "difference.zero_point_key"),
+    ),
 }
 
 
@@ -188,6 +203,8 @@ _SECTIONS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "detection": lambda block: DetectionOptions.from_dict(block, where="detection"),
     "output": lambda block: OutputOptions.from_dict(block, where="output"),
     "model_psf_match": lambda block: ModelPsfMatchSection.from_dict(block),
+    "subtract": lambda block: SubtractConfig.from_lsst(block, where="subtract"),
+    "difference": lambda block: DifferenceOptions.from_dict(block, where="difference"),
 }
 
 
@@ -236,7 +253,7 @@ class StepConfig:
     """What a step function receives: its part of the config, read through its record.
 
     ``StepConfig("select", params)`` gives ``.psf_match``, ``.detection``, ``.warp``,
-    ``.output`` and ``.model_psf_match`` as the config objects of :mod:`psfmatch.config`
+    ``.output``, ``.model_psf_match``, ``.subtract`` and ``.difference`` as the config objects of :mod:`psfmatch.config`
     (defaults for what the params leave out), on which reading an undeclared field raises
     :class:`~psfmatch.errors.UndeclaredConfigError`. :meth:`block` returns a section as
     received (for provenance in the products). Params may hold more than the step reads
