@@ -187,14 +187,18 @@ def _blockwise_variance(
     return out
 
 
-def subtract(science: Exposure, matched: Exposure, kernel: SpatialKernel) -> Exposure:
+def subtract(
+    science: Exposure, matched: Exposure, kernel: SpatialKernel, *,
+    subtract_background: bool = True,
+) -> Exposure:
     """``D = S − matched − background`` (masked-image arithmetic).
 
     See docs/warp-and-subtract.md#subtraction.
 
-    image: science − matched − background(x, y); variance: var_S + var_matched; mask:
-    science mask (``DETECTED``/``DETECTED_NEGATIVE`` cleared) OR matched mask, with the
-    template planes carried under their ``*_TEMPLATE`` names.
+    image: science − matched − background(x, y) (the background only with
+    ``subtract_background``, ip_diffim's ``doSubtractBackground``); variance: var_S +
+    var_matched; mask: science mask (``DETECTED``/``DETECTED_NEGATIVE`` cleared) OR
+    matched mask, with the template planes carried under their ``*_TEMPLATE`` names.
     """
     sci = science.with_planes(matched.mask_planes)
     sci_mask = sci.mask & ~sci.plane_bitmask(CLEAR_SCIENCE_PLANES)
@@ -203,7 +207,7 @@ def subtract(science: Exposure, matched: Exposure, kernel: SpatialKernel) -> Exp
     x0, y0 = science.xy0
     background = kernel.background_at(
         np.arange(nx, dtype=np.float64)[None, :] + x0, np.arange(ny, dtype=np.float64)[:, None] + y0
-    )
+    ) if subtract_background else 0.0
     image = science.image.astype(np.float64) - matched.image - background
     return sci.with_(
         image=image.astype(np.float32),

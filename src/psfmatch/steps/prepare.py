@@ -22,6 +22,7 @@ from psfmatch.errors import (
 )
 from psfmatch.select import check_overlap, common_region, cut_stamps, select_candidates
 from psfmatch.steps.fields import StepConfig
+from psfmatch.steps.subtraction import fitting_exposures, read_mode
 from psfmatch.warp import warp_exposure
 
 __all__ = ["detect", "select", "warp"]
@@ -141,8 +142,14 @@ def select(
     output_stamps: str,
     config: Mapping[str, Any],
     label: str,
+    mode_path: str | None = None,
 ) -> None:
     """Vet candidates, assign spatial cells, cut ``2·g + 1`` stamps.
+
+    ``mode_path`` (``mode/mode.json``) gives the fitting roles: in convolveScience the
+    science image is the fit's "template" (the image convolved, stamps ``T_*``) and the
+    template its "science"; ``psf_path`` then holds the FWHMs in those roles
+    (docs/subtraction-modes.md#fitting-roles). Without it the template is convolved.
 
     Stamps touching ``badMaskPlanes`` or ``detection.exclude_mask_planes`` in either
     image are rejected (ip_diffim's production selector also excludes ``BAD``; a bad
@@ -160,8 +167,8 @@ def select(
     det = pm.detection
     grow = (int(det.fp_grow_kernel_scaling * choice.kernel_size + 0.5)
             if det.scale_by_fwhm else det.fp_grow_pix)
-    template = io.read_exposure(template_path)
-    science = io.read_exposure(science_path)
+    template, science = fitting_exposures(io.read_exposure(template_path),
+                                          io.read_exposure(science_path), read_mode(mode_path))
     found = io.read_table(candidates_path).columns
     try:
         check_overlap(template, science, pm.size_cell_x, pm.size_cell_y)

@@ -252,6 +252,7 @@ def spatial_fit(
     config: Mapping[str, Any],
     iteration: int | str,
     label: str,
+    mode_path: str | None = None,
 ) -> None:
     """Joint spatial kernel + background fit over the active candidates.
 
@@ -260,7 +261,10 @@ def spatial_fit(
     table, with the refit's rejections, is written to ``output_candidates``. With
     ``calculateKernelUncertainty`` the kernel carries the covariance of its coefficients
     (``kernel.fits`` ``COVARIANCE``). ``iteration`` is the spatial iteration, or
-    ``"final"`` for the fit on the survivors of the last assessment.
+    ``"final"`` for the fit on the survivors of the last assessment. With ``mode_path``
+    (``mode/mode.json``; rule ``final_kernel``) the kernel's metadata record which image
+    it convolves: ``maps`` = ``"template->science"`` or ``"science->template"``
+    (docs/subtraction-modes.md#kernel-direction).
     """
     cfg = StepConfig("spatial_fit", config)
     pm = cfg.psf_match
@@ -329,7 +333,7 @@ def spatial_fit(
         background_coefficients=fit.background_coefficients if bg_function else np.zeros(0),
         background_function=bg_function,
         covariance=fit.covariance,
-        metadata={"basis": basis_meta, "iteration": iteration,
+        metadata={**_direction(mode_path), "basis": basis_meta, "iteration": iteration,
                   "n_candidates": int(active.sum()), "n_unknowns": fit.n_unknowns,
                   "condition_number": fit.condition_number,
                   "spatial_order_attempts": solved.attempts,
@@ -343,6 +347,17 @@ def spatial_fit(
     io.write_table(output_candidates, table, units=_XY_UNITS,
                    metadata={**data.metadata, "step": "spatial_fit", "iteration": iteration,
                              "psf_match": cfg.block("psf_match")})
+
+
+def _direction(mode_path: str | None) -> dict[str, Any]:
+    """Kernel metadata saying which image the kernel maps onto which (empty without mode)."""
+    if mode_path is None:
+        return {}
+    roles = io.read_json(mode_path)
+    convolved, matched_to = roles["roles"]["template"], roles["roles"]["science"]
+    if roles.get("preconvolution"):
+        matched_to = "preconvolved science"
+    return {"maps": f"{convolved}->{matched_to}", "convolved": convolved}
 
 
 def assess(
