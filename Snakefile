@@ -20,6 +20,7 @@ include: "workflow/solve.smk"
 include: "workflow/difference.smk"
 include: "workflow/model_psf.smk"
 include: "workflow/report.smk"
+include: "workflow/subtract.smk"
 
 
 rule all:

@@ -158,9 +158,8 @@ def ksum_tables(wildcards):
 def pair_products(pair):
     """The user-facing products of one pair."""
     products = [
-        f"results/{pair}/difference.fits",
+        *(path.format(pair=pair) for path in decorrelate_outputs().values()),
         f"results/{pair}/kernel.fits",
-        f"results/{pair}/metrics.json",
     ]
     if OUTPUT.matched_template:
         products.append(f"results/{pair}/matched_template.fits")
@@ -180,3 +179,40 @@ def all_outputs():
     outputs += [product for pair in PAIRS for product in pair_products(pair)]
     outputs += qa_outputs()
     return outputs
+
+
+# --- subtraction modes (rules in workflow/subtract.smk) --------------------------------
+from psfmatch.config import DifferenceOptions, SubtractConfig, check_subtraction  # noqa: E402
+
+SUBTRACT = SubtractConfig.from_lsst(config.get("subtract"), where="subtract")
+DIFFERENCE = DifferenceOptions.from_dict(config.get("difference"), where="difference")
+check_subtraction(SUBTRACT, DIFFERENCE)
+
+
+def fit_science_path():
+    """The image the matched template is subtracted from (preconvolved with preconvolution)."""
+    if DIFFERENCE.preconvolution:
+        return "results/{pair}/preconvolve/science.fits"
+    return "results/{pair}/input/science.fits"
+
+
+def final_image_path():
+    """The final product: difference.fits, or score.fits with preconvolution."""
+    name = "score" if DIFFERENCE.preconvolution else "difference"
+    return f"results/{{pair}}/{name}.fits"
+
+
+def decorrelate_outputs():
+    """Outputs of rule decorrelate: the final image, its PSF (not for a score), metrics."""
+    outputs = {"image": final_image_path()}
+    if not DIFFERENCE.preconvolution:
+        outputs["psf"] = "results/{pair}/difference_psf.fits"
+    outputs["metrics"] = "results/{pair}/metrics.json"
+    return outputs
+
+
+def decorrelate_inputs(wildcards):
+    """Extra input of rule decorrelate: the PSF the science image was preconvolved with."""
+    if DIFFERENCE.preconvolution:
+        return {"preconvolution_psf": f"results/{wildcards.pair}/preconvolve/psf.fits"}
+    return {}

@@ -92,6 +92,11 @@ STEP_COSTS: dict[str, StepCost] = {
     "simulated_psf": StepCost(150, 0, 2.0, 0.0),
     "model_psf_kernel": StepCost(150, 50, 2.0, 1.0),
     "model_psf_convolve": StepCost(180, 90, 2.0, 0.6, multithreaded=True),
+    # subtraction modes: peak RSS (VmHWM) of the step in a fresh interpreter on 1024²
+    # and 2048² simulated pairs (README "Subtraction modes"), fitted and rounded up
+    "subtraction_mode": StepCost(200, 60, 2.0, 0.5),
+    "preconvolve": StepCost(180, 80, 2.0, 0.5, multithreaded=True),
+    "decorrelate": StepCost(250, 150, 3.0, 2.0, multithreaded=True),
 }
 
 

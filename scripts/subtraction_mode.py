@@ -1,0 +1,17 @@
+"""Rule subtraction_mode: template coverage, the PSF shape test and the fitting roles."""
+
+# `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
+from psfmatch.logs import log_to_file
+from psfmatch.steps.subtraction import subtraction_mode
+
+with log_to_file(snakemake.log[0]):  # noqa: F821
+    subtraction_mode(
+        template_path=snakemake.input.template,
+        science_path=snakemake.input.science,
+        candidates_path=snakemake.input.candidates,
+        psf_path=snakemake.input.psf,
+        mode_path=snakemake.output.mode,
+        fit_psf_path=snakemake.output.psf,
+        config=snakemake.params.config,
+        label=f"pair {snakemake.wildcards.pair!r}",
+    )
