@@ -15,6 +15,7 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         subtracted_path=snakemake.input.subtracted,
         kernel_path=snakemake.input.kernel,
         mode_path=snakemake.input.mode,
+        psf_path=snakemake.input.psf,
         output_path=snakemake.output.image,
         metrics_path=snakemake.output.metrics,
         config=snakemake.params.config,

@@ -15,4 +15,5 @@ with log_to_file(snakemake.log[0]), expected_success(snakemake.input.mode, label
         output_kernels=snakemake.output.kernels,
         config=snakemake.params.config,
         label=label,
+        mode_path=snakemake.input.mode,
     )

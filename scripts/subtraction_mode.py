@@ -8,10 +8,7 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
     subtraction_mode(
         template_path=snakemake.input.template,
         science_path=snakemake.input.science,
-        candidates_path=snakemake.input.candidates,
-        psf_path=snakemake.input.psf,
         mode_path=snakemake.output.mode,
-        fit_psf_path=snakemake.output.psf,
         config=snakemake.params.config,
         label=f"pair {snakemake.wildcards.pair!r}",
     )

@@ -57,6 +57,7 @@ rule detect:
     input:
         template=rules.warp.output.template,
         science="results/{pair}/input/science.fits",
+        mode="results/{pair}/mode/mode.json",
     output:
         candidates="results/{pair}/detect/candidates.parquet",
         psf="results/{pair}/detect/psf.json",
@@ -83,7 +84,7 @@ rule select:
         template=rules.warp.output.template,
         science=fit_science_path(),
         candidates=rules.detect.output.candidates,
-        psf="results/{pair}/mode/psf.json",
+        psf=rules.detect.output.psf,
         mode="results/{pair}/mode/mode.json",
     output:
         candidates="results/{pair}/select/candidates.parquet",

@@ -9,7 +9,7 @@ rule fit_single_kernels:
     input:
         candidates=rules.select.output.candidates,
         stamps=rules.select.output.stamps,
-        psf="results/{pair}/mode/psf.json",
+        psf=rules.detect.output.psf,
         mode="results/{pair}/mode/mode.json",
     output:
         candidates="results/{pair}/fit/candidates.parquet",

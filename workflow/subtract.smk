@@ -1,5 +1,5 @@
 # ip_diffim's subtraction modes around the kernel fit: the mode decision of a pair
-# (subtraction_mode, after detect), the preconvolved science image (preconvolve, only with
+# (subtraction_mode, after warp), the preconvolved science image (preconvolve, only with
 # difference.preconvolution) and the final difference or score image (decorrelate, after
 # convolve; its own rule so that toggling subtract.doDecorrelation reruns only it and what
 # follows). Step code: psfmatch.steps.subtraction, psfmatch.steps.finalize.
@@ -10,11 +10,8 @@ rule subtraction_mode:
     input:
         template="results/{pair}/warp/template.fits",
         science="results/{pair}/input/science.fits",
-        candidates="results/{pair}/detect/candidates.parquet",
-        psf="results/{pair}/detect/psf.json",
     output:
         mode="results/{pair}/mode/mode.json",
-        psf="results/{pair}/mode/psf.json",
     log:
         "logs/subtraction_mode/{pair}.log",
     benchmark:
@@ -68,6 +65,7 @@ rule decorrelate:
         subtracted=fit_science_path(),
         kernel="results/{pair}/kernel.fits",
         mode="results/{pair}/mode/mode.json",
+        psf="results/{pair}/detect/psf.json",
     output:
         **decorrelate_outputs(),
     log:

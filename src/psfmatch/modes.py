@@ -47,6 +47,7 @@ __all__ = [
     "MODES",
     "ModeDecision",
     "basis_fwhms",
+    "bright_peaks",
     "check_template_coverage",
     "choose_mode",
     "difference_convolve_science",
@@ -402,3 +403,37 @@ def star_axis_fwhm(
     fx = SIGMA_TO_FWHM * float(np.median(np.sqrt(cov[ok, 0])))
     fy = SIGMA_TO_FWHM * float(np.median(np.sqrt(cov[ok, 1])))
     return (fx, fy), int(ok.sum())
+
+
+def bright_peaks(
+    exposure: Exposure,
+    *,
+    min_snr: float = 20.0,
+    max_peaks: int = 200,
+    bad_mask_planes: Sequence[str] = ("NO_DATA", "EDGE", "SAT", "BAD", "CR"),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Parent positions of the brightest isolated peaks, brightest first (for star shapes).
+
+    A peak is a pixel that is the maximum of its 5×5 neighbourhood with
+    :math:`(I - \mathrm{median}\,I)/\sqrt{V} \ge` ``min_snr`` and no
+    ``bad_mask_planes`` bit or non-finite value; at most ``max_peaks`` are returned. This
+    is all the shape test needs when an image has no PSF model: bright stars whose
+    moments :func:`star_axis_fwhm` measures (it also applies the isolation and
+    clean-stamp cuts).
+    """
+    from scipy.ndimage import maximum_filter
+
+    image = exposure.image.astype(np.float64)
+    variance = exposure.variance.astype(np.float64)
+    bad = ~np.isfinite(image) | ~np.isfinite(variance) | ~(variance > 0) \
+        | ((exposure.mask & exposure.plane_bitmask(bad_mask_planes)) != 0)
+    if bad.all():
+        return np.zeros(0), np.zeros(0)
+    level = float(np.median(image[~bad]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = np.where(bad, -np.inf, (image - level) / np.sqrt(variance))
+    peak = (snr == maximum_filter(snr, size=5)) & (snr >= float(min_snr))
+    rows, cols = np.nonzero(peak)
+    order = np.argsort(-snr[rows, cols], kind="stable")[: int(max_peaks)]
+    return (cols[order] + exposure.xy0[0]).astype(np.float64), \
+        (rows[order] + exposure.xy0[1]).astype(np.float64)

@@ -1,7 +1,7 @@
 """Run one pair through the whole image-differencing DAG in-process, subtraction modes included.
 
 The order mirrors workflow/prepare.smk, solve.smk, difference.smk and subtract.smk: warp,
-detect, subtraction_mode, [preconvolve], select, fit_single_kernels, the spatial
+subtraction_mode, detect, [preconvolve], select, fit_single_kernels, the spatial
 iterations, final_kernel, convolve, decorrelate. Each step gets what its rule's params
 would carry (:func:`psfmatch.steps.fields.step_config`), and the paths its rule passes.
 """
@@ -39,7 +39,7 @@ def run_modes_pair(workdir: Path, template: Path, science: Path, config: dict[st
         return step_config(step, config)
 
     names = ("warped.fits", "warp.json", "detect.parquet", "psf.json", "mode.json",
-             "fit_psf.json", "preconvolved.fits", "preconvolution_psf.fits", "select.parquet",
+             "preconvolved.fits", "preconvolution_psf.fits", "select.parquet",
              "stamps.fits", "fit.parquet", "kernels.fits", "kernel.fits", "final.parquet",
              "raw.fits", "raw_metrics.json", "matched.fits", "difference.fits",
              "difference_psf.fits", "metrics.json")
@@ -50,26 +50,26 @@ def run_modes_pair(workdir: Path, template: Path, science: Path, config: dict[st
     if start == "warp":
         warp(template_path=template, science_path=science, output_path=p["warped.fits"],
              info_path=p["warp.json"], config=params("warp"), label=label)
+        subtraction_mode(template_path=p["warped.fits"], science_path=science,
+                         mode_path=p["mode.json"], config=params("subtraction_mode"),
+                         label=label)
         detect(template_path=p["warped.fits"], science_path=science,
                candidates_path=p["detect.parquet"], psf_path=p["psf.json"],
-               config=params("detect"), label=label)
-        subtraction_mode(template_path=p["warped.fits"], science_path=science,
-                         candidates_path=p["detect.parquet"], psf_path=p["psf.json"],
-                         mode_path=p["mode.json"], fit_psf_path=p["fit_psf.json"],
-                         config=params("subtraction_mode"), label=label)
+               config=params("detect"), label=label, mode_path=p["mode.json"])
         if pre:
             preconvolve(science_path=science, psf_path=p["psf.json"],
                         output_path=p["preconvolved.fits"],
                         psf_output_path=p["preconvolution_psf.fits"],
                         config=params("preconvolve"), label=label)
         select(template_path=p["warped.fits"], science_path=fit_science,
-               candidates_path=p["detect.parquet"], psf_path=p["fit_psf.json"],
+               candidates_path=p["detect.parquet"], psf_path=p["psf.json"],
                output_candidates=p["select.parquet"], output_stamps=p["stamps.fits"],
                config=params("select"), label=label, mode_path=p["mode.json"])
         fit_single_kernels(candidates_path=p["select.parquet"], stamps_path=p["stamps.fits"],
-                           psf_path=p["fit_psf.json"], output_candidates=p["fit.parquet"],
+                           psf_path=p["psf.json"], output_candidates=p["fit.parquet"],
                            output_kernels=p["kernels.fits"],
-                           config=params("fit_single_kernels"), label=label)
+                           config=params("fit_single_kernels"), label=label,
+                           mode_path=p["mode.json"])
         previous = p["fit.parquet"]
         for i in range(config["psf_match"]["maxSpatialIterations"]):
             ksum, kernel, spatial, assessed = (workdir / f"iter{i}_{n}" for n in (
@@ -95,7 +95,7 @@ def run_modes_pair(workdir: Path, template: Path, science: Path, config: dict[st
                  mode_path=p["mode.json"])
     decorrelate(raw_path=p["raw.fits"], raw_metrics_path=p["raw_metrics.json"],
                 template_path=p["warped.fits"], science_path=science, subtracted_path=fit_science,
-                kernel_path=p["kernel.fits"], mode_path=p["mode.json"],
+                kernel_path=p["kernel.fits"], mode_path=p["mode.json"], psf_path=p["psf.json"],
                 output_path=p["difference.fits"], metrics_path=p["metrics.json"],
                 config=params("decorrelate"), label=label,
                 difference_psf_path=None if pre else p["difference_psf.fits"],

@@ -30,6 +30,10 @@ __all__ = ["decorrelate"]
 
 logger = logging.getLogger("psfmatch.steps")
 
+#: Difference pixels the decorrelation filter must not spread (defects, the unconvolved
+#: border): they enter the filter as the image mean and keep their raw values.
+FILTER_EXCLUDED_PLANES = ("NO_DATA", "BAD", "SAT", "SAT_TEMPLATE", "CR", "EDGE", "SUSPECT")
+
 
 def _rescaled_raw_variance(raw: Exposure, known: np.ndarray, f_known: float,
                            f_rest: float) -> Exposure:
@@ -76,6 +80,7 @@ def decorrelate(
     subtracted_path: str,
     kernel_path: str,
     mode_path: str,
+    psf_path: str,
     output_path: str,
     metrics_path: str,
     config: Mapping[str, Any],
@@ -94,8 +99,8 @@ def decorrelate(
     subtracted_path : str
         The image the matched template was subtracted from: the science image, or the
         preconvolved science image (score).
-    kernel_path, mode_path : str
-        ``kernel.fits`` and ``mode/mode.json``.
+    kernel_path, mode_path, psf_path : str
+        ``kernel.fits``, ``mode/mode.json`` and ``detect/psf.json`` (the FWHMs).
     output_path : str
         ``difference.fits`` (or ``score.fits`` with preconvolution).
     difference_psf_path : str, optional
@@ -127,13 +132,15 @@ def decorrelate(
     subtracted = science if subtracted_path == science_path else io.read_exposure(subtracted_path)
     kernel = io.read_kernel(kernel_path)
     metrics = io.read_json(raw_metrics_path)
+    fwhm = {role: float(v["fwhm"]) for role, v in io.read_json(psf_path).items()
+            if role in ("template", "science")}
     preconvolved = bool(mode.get("preconvolution"))
 
     # sources flagged DETECTED (if the inputs do not say where they are) for the
     # statistics below; the images themselves are not changed
     marked = {}
     for role, exp in (("template", template), ("science", science)):
-        marked[role], n = mark_detected(exp, psf_fwhm=mode["fwhm"][role]["mean"])
+        marked[role], n = mark_detected(exp, psf_fwhm=fwhm[role])
         if n:
             logger.info("%s: %d %s pixels flagged DETECTED for the variance statistics", label,
                         n, role)
@@ -160,30 +167,37 @@ def decorrelate(
     # PSF of the image that was not convolved (its whitened version is the final PSF)
     unconvolved = "science" if mode["mode"] == CONVOLVE_TEMPLATE else "template"
     exposures = {"science": science, "template": template}
-    psf_in, psf_source = psf_image(exposures[unconvolved], mode["fwhm"][unconvolved]["mean"])
+    psf_in, psf_source = psf_image(exposures[unconvolved], fwhm[unconvolved])
     grid = tuple(int(g) for g in diff.decorrelation_grid)
     options = {"grid": grid, "ignore_mask_planes": sub.decorrelate.ignore_mask_planes,
                "complete_variance": sub.decorrelate.complete_var_plane_propagation}
     info: dict[str, Any] = {"applied": False, "psf_source": psf_source}
     final, psf_out = raw_s, psf_in
+    # defects must not be spread by the filter: filtered as the image mean, then restored
+    flagged = (raw_s.mask & raw_s.plane_bitmask(FILTER_EXCLUDED_PLANES)) != 0
+    filtered_input = raw_s.with_(image=np.where(flagged, np.nan, raw_s.image).astype(np.float32))
     if sub.do_decorrelation:
         if preconvolved:
             from psfmatch.preconvolution import score_image
 
             pre_psf = io.read_psf_model(preconvolution_psf_path).image_at(0.0, 0.0)
-            result = score_image(raw_s, science=science_s, template=template_s,
+            result = score_image(filtered_input, science=science_s, template=template_s,
                                  kernel_at=kernel.image_at, psf_image=pre_psf, **options)
         else:
             from psfmatch.decorrelation import decorrelate as whiten
 
-            result = whiten(raw_s, science=science_s, template=template_s,
+            result = whiten(filtered_input, science=science_s, template=template_s,
                             kernel_at=kernel.image_at, mode=mode["mode"], psf_image=psf_in,
                             **options)
         info.update({k: v for k, v in result.info.items() if k != "filters"})
         info["filters"] = result.info.get("filters", [])
         if "skipped" not in result.info:
             info["applied"] = True
-            final = result.exposure
+            image = result.exposure.image.copy()
+            image[flagged] = raw_s.image[flagged]
+            final = result.exposure.with_(image=image)
+            info["pixels_not_filtered"] = {"planes": list(FILTER_EXCLUDED_PLANES),
+                                           "n": int(flagged.sum())}
             if result.psf_image is not None:
                 psf_out = result.psf_image
         else:
@@ -197,13 +211,13 @@ def decorrelate(
                 stats["clipped_std"], metrics["difference"]["clipped_std"])
 
     zp = _zero_point(diff, science, label)
-    metrics.update(_mode_metrics(mode, scales))
+    metrics.update(_mode_metrics(mode, scales, fwhm))
     metrics["difference_before_decorrelation"] = metrics["difference"]
     metrics["difference"] = {**stats, "image": "score" if preconvolved else "difference"}
     metrics["decorrelation"] = info
     metrics["depth"] = _depths(science_s, template_s, final, psf_in=psf_in, psf_out=psf_out,
                                mode=mode, kernel_sum=float(kernel.kernel_sum), zero_point=zp,
-                               exposures=exposures, preconvolved=preconvolved)
+                               exposures=exposures, fwhm=fwhm, preconvolved=preconvolved)
     from psfmatch.psf import ImagePsf
 
     if preconvolved:
@@ -217,12 +231,12 @@ def decorrelate(
     io.write_json(metrics_path, metrics)
 
 
-def _mode_metrics(mode: Mapping[str, Any], scales: Mapping[str, VarianceScale]
-                  ) -> dict[str, Any]:
+def _mode_metrics(mode: Mapping[str, Any], scales: Mapping[str, VarianceScale],
+                  fwhm: Mapping[str, float]) -> dict[str, Any]:
     """The mode decision, coverage and variance factors, as metrics.json keys."""
     return {
         "mode": {**mode["decision"], "preconvolution": bool(mode.get("preconvolution")),
-                 "fwhm": mode["fwhm"]},
+                 "fwhm": dict(fwhm)},
         "template_coverage": mode["template_coverage"],
         "variance_scale": {role: {"factor": s.factor, "method": s.method,
                                   "n_pixels": s.n_pixels} for role, s in scales.items()},
@@ -232,7 +246,7 @@ def _mode_metrics(mode: Mapping[str, Any], scales: Mapping[str, VarianceScale]
 def _depths(science: Exposure, template: Exposure, final: Exposure, *, psf_in: np.ndarray,
             psf_out: np.ndarray, mode: Mapping[str, Any], kernel_sum: float,
             zero_point: float | None, exposures: Mapping[str, Exposure],
-            preconvolved: bool) -> dict[str, Any]:
+            fwhm: Mapping[str, float], preconvolved: bool) -> dict[str, Any]:
     """5σ point-source depths of science, template and final difference (metrics.json).
 
     Counts always (each image in its own counts); magnitudes with a zero point. The
@@ -251,7 +265,7 @@ def _depths(science: Exposure, template: Exposure, final: Exposure, *, psf_in: n
                 or mode["mode"] == CONVOLVE_SCIENCE and role == "template":
             psfs[role] = psf_in
         else:
-            psfs[role] = psf_image(exposures[role], mode["fwhm"][role]["mean"])[0]
+            psfs[role] = psf_image(exposures[role], fwhm[role])[0]
     out: dict[str, Any] = {
         "science": {**depth(science, psfs["science"], zero_point=zero_point),
                     "counts": "science"},

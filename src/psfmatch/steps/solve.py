@@ -43,6 +43,7 @@ from psfmatch.pca import pca_refit
 from psfmatch.regularization import LambdaRule, regularization_matrix
 from psfmatch.spatial import SpatialFunction, fit_spatial_reducing_order
 from psfmatch.steps.fields import StepConfig
+from psfmatch.steps.subtraction import fitting_fwhms, read_mode
 
 __all__ = ["assess", "fit_single_kernels", "iteration_number", "kernel_sum_clip", "spatial_fit"]
 
@@ -65,8 +66,12 @@ def fit_single_kernels(
     output_kernels: str,
     config: Mapping[str, Any],
     label: str,
+    mode_path: str | None = None,
 ) -> None:
     """Fit a kernel to every selected candidate, with residual clipping.
+
+    The stamps are in the fitting roles ``select`` cut them in; ``mode_path`` gives the
+    same roles for the basis sizing (:func:`psfmatch.steps.subtraction.fitting_fwhms`).
 
     Basis: Alard–Lupton (degrees chosen by BIC votes of the active candidates when
     ``useBicForKernelBasis``) or delta functions, regularized by ``λH`` when
@@ -75,9 +80,8 @@ def fit_single_kernels(
     """
     cfg = StepConfig("fit_single_kernels", config)
     pm = cfg.psf_match
-    psf = io.read_json(psf_path)
-    choice = choose_basis(pm, target_fwhm=psf["template"]["fwhm"],
-                          reference_fwhm=psf["science"]["fwhm"])
+    target, reference = fitting_fwhms(io.read_json(psf_path), read_mode(mode_path))
+    choice = choose_basis(pm, target_fwhm=target, reference_fwhm=reference)
     selected = io.read_table(candidates_path)
     table = dict(selected.columns)
     t_stamps, s_stamps, ids, meta = io.read_stamps(stamps_path)

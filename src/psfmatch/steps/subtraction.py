@@ -2,12 +2,12 @@
 
 ip_diffim's ``AlardLuptonSubtractTask`` decides at run time which image the kernel
 convolves (``mode``; docs/subtraction-modes.md). Here that decision is one small step
-after detection: it checks the template coverage (``requiredTemplateFraction``), compares
-the two PSFs per axis and writes ``mode/mode.json`` (the decision and its inputs) and
-``mode/psf.json`` (the two FWHMs keyed by *fitting role*: ``template`` is the image the
-kernel convolves, ``science`` the one it is matched to). The fitting steps read only
-``mode/psf.json`` and are otherwise role-blind; :func:`fitting_exposures` gives the steps
-that read images (``select``, ``convolve``) the two exposures in fitting roles.
+after the warp: it checks the template coverage (``requiredTemplateFraction``), compares
+the two PSFs per axis and writes ``mode/mode.json`` (the decision, its inputs and the
+*fitting roles*: the fit's "template" is the image the kernel convolves, its "science"
+the one it is matched to). Every later step that reads images or FWHMs takes them in
+those roles (:func:`fitting_exposures`, :func:`fitting_fwhms`); the fitting steps
+themselves are role-blind.
 
 ``preconvolve`` is the first half of ``AlardLuptonPreconvolveSubtractTask``: the science
 image correlated with its own PSF, which the template is then matched to.
@@ -16,7 +16,6 @@ image correlated with its own PSF, which the template is then matched to.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -25,12 +24,13 @@ import numpy as np
 
 from psfmatch import io
 from psfmatch.config import check_subtraction
-from psfmatch.errors import PsfMatchError, TemplateCoverageError
+from psfmatch.errors import ConfigError, PsfMatchError, TemplateCoverageError
 from psfmatch.exposure import Exposure
 from psfmatch.modes import (
-    CONVOLVE_SCIENCE,
     CONVOLVE_TEMPLATE,
     ModeDecision,
+    basis_fwhms,
+    bright_peaks,
     check_template_coverage,
     choose_mode,
     fitting_roles,
@@ -43,6 +43,7 @@ from psfmatch.steps.fields import StepConfig
 __all__ = [
     "expected_success",
     "fitting_exposures",
+    "fitting_fwhms",
     "preconvolve",
     "psf_image",
     "read_mode",
@@ -50,9 +51,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("psfmatch.steps")
-
-#: Candidates bright enough to measure a star's shape (as detect's FWHM measurement).
-_BRIGHT_SNR = 50.0
 
 
 def read_mode(mode_path: str | None) -> dict[str, Any]:
@@ -87,59 +85,67 @@ def psf_image(exposure: Exposure, fwhm: float) -> tuple[np.ndarray, str]:
     return image / image.sum(), "gaussian_fwhm"
 
 
-def _axis_fwhms(template: Exposure, science: Exposure, candidates_path: str, label: str
-                ) -> tuple[dict[str, tuple[float, float] | None], str]:
-    """Per-axis FWHMs of both images: PSF models if both have one, else bright stars."""
-    if template.psf is not None and science.psf is not None \
-            and hasattr(template.psf, "image_at") and hasattr(science.psf, "image_at"):
+def fitting_fwhms(psf: Mapping[str, Any], mode: Mapping[str, Any]) -> tuple[float, float]:
+    """``(target, reference)`` FWHMs (px) for the basis sizing, from ``detect/psf.json``.
+
+    The target is the image the kernel convolves; with preconvolution the reference is
+    the preconvolved science image, :math:`\sqrt 2` times the science FWHM
+    (:func:`psfmatch.modes.basis_fwhms`).
+    """
+    return basis_fwhms(mode["mode"], template_fwhm=float(psf["template"]["fwhm"]),
+                       science_fwhm=float(psf["science"]["fwhm"]),
+                       preconvolved=bool(mode.get("preconvolution")))
+
+
+def _shapes(template: Exposure, science: Exposure, label: str) -> dict[str, Any]:
+    """Per-axis FWHMs of both images: PSF models if both have one, else bright stars.
+
+    The stars are the brightest isolated peaks of the template
+    (:func:`psfmatch.modes.bright_peaks`), measured in both images at the same positions.
+    Returns ``{"template": (fx, fy) or None, "science": ..., "method": ...}``.
+    """
+    if all(e.psf is not None and hasattr(e.psf, "image_at") for e in (template, science)):
         try:
-            return ({role: psf_axis_fwhm(psf_image(exp, 1.0)[0]) for role, exp in
-                     (("template", template), ("science", science))}, "psf_model")
+            return {role: psf_axis_fwhm(psf_image(exp, 1.0)[0]) for role, exp in
+                    (("template", template), ("science", science))} | {"method": "psf_model"}
         except ValueError as err:
             logger.warning("%s: per-axis FWHM of the PSF models failed (%s)", label, err)
-    table = io.read_table(candidates_path).columns
-    bright = (table["snr"] >= _BRIGHT_SNR) & ~np.asarray(table["replaced"], dtype=bool)
-    out: dict[str, tuple[float, float] | None] = {}
+    x, y = bright_peaks(template)
+    out: dict[str, Any] = {"method": "adaptive_moments"}
     for role, exp in (("template", template), ("science", science)):
         try:
-            out[role], n = star_axis_fwhm(exp, table["x"][bright], table["y"][bright])
+            out[role], n = star_axis_fwhm(exp, x, y)
             logger.info("%s: %s per-axis FWHM (%.3f, %.3f) px from %d stars", label, role,
                         *out[role], n)
         except ValueError as err:
-            logger.warning("%s: no per-axis %s FWHM (%s); the mean FWHMs decide", label,
-                           role, err)
+            logger.warning("%s: no per-axis %s FWHM (%s)", label, role, err)
             out[role] = None
-    return out, "adaptive_moments"
+    return out
 
 
 def subtraction_mode(
     *,
     template_path: str,
     science_path: str,
-    candidates_path: str,
-    psf_path: str,
     mode_path: str,
-    fit_psf_path: str,
     config: Mapping[str, Any],
     label: str,
 ) -> None:
-    """Coverage check and the mode decision of one pair (``mode.json``, ``psf.json``).
+    """Coverage check and the mode decision of one pair (``mode/mode.json``).
 
     * template coverage (fraction of science pixels where both images have data) below
       ``subtract.requiredTemplateFraction`` raises
       :class:`~psfmatch.errors.TemplateCoverageError` naming the pair and the fraction;
     * ``subtract.mode``: ``auto`` convolves the template unless it is blurrier than the
-      science image on both axes (:func:`psfmatch.modes.choose_mode`; per-axis FWHMs from
-      the PSF models, else adaptive moments of the bright candidates; the mean FWHMs of
-      ``detect/psf.json`` when per-axis values cannot be had);
-    * ``difference.preconvolution`` forces convolveTemplate (the template is matched to
-      the preconvolved science image, whose FWHM for the basis sizing is
-      :math:`\\sqrt 2` times the science FWHM, as ip_diffim assumes).
+      science image on both axes (:func:`psfmatch.modes.choose_mode`; per-axis FWHMs
+      from the PSF models, else adaptive moments of the brightest stars). If no FWHM
+      can be had, ``auto`` convolves the template (logged);
+    * ``difference.preconvolution`` convolves the template (the template is matched to
+      the preconvolved science image).
 
-    ``mode_path`` gets the decision, its inputs, the coverage and whether a failed fit
-    is to be reported as low coverage (``minTemplateFractionForExpectedSuccess``);
-    ``fit_psf_path`` the FWHMs in fitting roles (read by ``select`` and
-    ``fit_single_kernels``).
+    ``mode.json`` holds the decision and its inputs, the fitting roles, the coverage and
+    whether a failed fit is to be reported as low coverage
+    (``minTemplateFractionForExpectedSuccess``).
     """
     cfg = StepConfig("subtraction_mode", config)
     sub, diff = cfg.subtract, cfg.difference
@@ -149,44 +155,33 @@ def subtraction_mode(
     coverage = template_coverage(template, science)
     logger.info("%s: template coverage %.4f", label, coverage)
     check_template_coverage(coverage, required=sub.required_template_fraction, label=label)
-    psf = io.read_json(psf_path)
-    axis, axis_method = _axis_fwhms(template, science, candidates_path, label)
-    mean = {"template_fwhm": psf["template"]["fwhm"], "science_fwhm": psf["science"]["fwhm"]}
+    shapes = _shapes(template, science, label)
+    axes = {"template_fwhm_xy": shapes["template"], "science_fwhm_xy": shapes["science"]}
     if diff.preconvolution:
-        decision = ModeDecision(sub.mode, CONVOLVE_TEMPLATE, "preconvolution",
-                                axis["template"], axis["science"], **mean)
+        decision = ModeDecision(sub.mode, CONVOLVE_TEMPLATE, "preconvolution", **axes)
     else:
-        decision = choose_mode(sub.mode, template_fwhm_xy=axis["template"],
-                               science_fwhm_xy=axis["science"], **mean)
+        try:
+            decision = choose_mode(sub.mode, **axes)
+        except ConfigError as err:
+            logger.warning("%s: %s; convolving the template", label, err)
+            decision = ModeDecision(sub.mode, CONVOLVE_TEMPLATE, "no PSF widths", **axes)
     convolved, matched_to = fitting_roles(decision.mode)
-    fit_psf = {"template": dict(psf[convolved]), "science": dict(psf[matched_to]),
-               "roles": {"template": convolved, "science": matched_to}}
-    if diff.preconvolution:
-        fit_psf["science"] = {**psf["science"], "fwhm": math.sqrt(2.0) * psf["science"]["fwhm"],
-                              "method": f"sqrt(2) x {psf['science']['method']} (preconvolved)"}
     expected = coverage >= sub.min_template_fraction_for_expected_success
     record = {
         "mode": decision.mode,
         "convolved": decision.convolved,
-        "decision": {**decision.to_dict(), "per_axis_method": axis_method},
-        "roles": fit_psf["roles"],
+        "decision": {**decision.to_dict(), "per_axis_method": shapes["method"]},
+        "roles": {"template": convolved, "science": matched_to},
         "preconvolution": bool(diff.preconvolution),
         "template_coverage": coverage,
         "required_template_fraction": sub.required_template_fraction,
         "min_template_fraction_for_expected_success":
             sub.min_template_fraction_for_expected_success,
         "expected_success": bool(expected),
-        "fwhm": {role: {"mean": psf[role]["fwhm"], "method": psf[role]["method"],
-                        "xy": None if axis[role] is None else list(axis[role])}
-                 for role in ("template", "science")},
     }
     logger.info("%s: %s (%s): convolving the %s", label, decision.mode, decision.reason,
                 decision.convolved)
-    if decision.mode == CONVOLVE_SCIENCE:
-        logger.info("%s: kernel maps the science image onto the template; sizing uses the "
-                    "template FWHM as the reference", label)
     io.write_json(mode_path, record)
-    io.write_json(fit_psf_path, fit_psf)
 
 
 @contextmanager

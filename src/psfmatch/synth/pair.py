@@ -204,10 +204,18 @@ def make_pair(params: SimulationParams) -> SimulatedPair:
     psf_s = SimulatedPsf(sig_t, kernel)
     if swapped:
         psf_t, psf_s = psf_s, psf_t
-    template, cr_t = _finish(p, template0, p.sky_template, rng_tn, rng_art, "template",
-                             psf_t, wcs_t)
-    science, cr_s = _finish(p, science0, p.sky_science, rng_sn, rng_art, "science",
-                            psf_s, wcs_s)
+    if swapped:
+        # noise and artefact streams follow the image (sharp first), so that with equal
+        # skies and no transients or variables the pair is the forward pair, roles swapped
+        science, cr_s = _finish(p, science0, p.sky_science, rng_tn, rng_art, "science",
+                                psf_s, wcs_s)
+        template, cr_t = _finish(p, template0, p.sky_template, rng_sn, rng_art, "template",
+                                 psf_t, wcs_t)
+    else:
+        template, cr_t = _finish(p, template0, p.sky_template, rng_tn, rng_art, "template",
+                                 psf_t, wcs_t)
+        science, cr_s = _finish(p, science0, p.sky_science, rng_sn, rng_art, "science",
+                                psf_s, wcs_s)
 
     def in_frame(x, y):
         return (x >= x0 - 0.5) & (x < x0 + nx - 0.5) & (y >= y0 - 0.5) & (y < y0 + ny - 0.5)
