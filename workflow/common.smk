@@ -182,7 +182,11 @@ def all_outputs():
 
 
 # --- subtraction modes (rules in workflow/subtract.smk) --------------------------------
-from psfmatch.config import DifferenceOptions, SubtractConfig, check_subtraction  # noqa: E402
+from psfmatch.config import (
+    DifferenceOptions,
+    SubtractConfig,
+    check_subtraction,
+)  # noqa: E402
 
 SUBTRACT = SubtractConfig.from_lsst(config.get("subtract"), where="subtract")
 DIFFERENCE = DifferenceOptions.from_dict(config.get("difference"), where="difference")
@@ -203,7 +207,7 @@ def final_image_path():
 
 
 def decorrelate_outputs():
-    """Outputs of rule decorrelate: the final image, its PSF (not for a score), metrics."""
+    """Outputs of the decorrelate rule (final image, its PSF unless a score, metrics)."""
     outputs = {"image": final_image_path()}
     if not DIFFERENCE.preconvolution:
         outputs["psf"] = "results/{pair}/difference_psf.fits"
@@ -212,7 +216,7 @@ def decorrelate_outputs():
 
 
 def decorrelate_inputs(wildcards):
-    """Extra input of rule decorrelate: the PSF the science image was preconvolved with."""
+    """Extra input of the decorrelate rule (the PSF the science was preconvolved with)."""
     if DIFFERENCE.preconvolution:
         return {"preconvolution_psf": f"results/{wildcards.pair}/preconvolve/psf.fits"}
     return {}

@@ -415,7 +415,8 @@ def bright_peaks(
     """Parent positions of the brightest isolated peaks, brightest first (for star shapes).
 
     A peak is a pixel that is the maximum of its 5×5 neighbourhood with
-    :math:`(I - \mathrm{median}\,I)/\sqrt{V} \ge` ``min_snr`` and no
+    :math:`(I - \\mathrm{median}\\,I)/\\sqrt{V} \\ge` ``min_snr`` (a peak pixel at 20σ is a
+    star of integrated S/N ≳ 50 for PSFs of a few pixels) and no
     ``bad_mask_planes`` bit or non-finite value; at most ``max_peaks`` are returned. This
     is all the shape test needs when an image has no PSF model: bright stars whose
     moments :func:`star_axis_fwhm` measures (it also applies the isolation and

@@ -160,7 +160,7 @@ def mark_detected(
     rescaling leaves out; psfmatch's inputs usually do not. Here: the background-subtracted
     image (32-px mesh) and its variance are correlated with a Gaussian :math:`G` of the
     PSF width, the matched-filter significance
-    :math:`\nu = (I \star G) / \sqrt{V \star G^2}` is thresholded at ``n_sigma``, and the
+    :math:`\\nu = (I \\star G) / \\sqrt{V \\star G^2}` is thresholded at ``n_sigma``, and the
     detected pixels are grown by ``grow_sigma`` PSF sigmas (a box), as footprints are.
     image and variance unchanged; mask: ``DETECTED`` added on those pixels. If
     ``DETECTED`` is already set anywhere the exposure is returned unchanged. Returns the

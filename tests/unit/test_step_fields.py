@@ -14,9 +14,11 @@ import yaml
 from psfmatch import io
 from psfmatch.config import (
     DetectionOptions,
+    DifferenceOptions,
     ModelPsfMatchSection,
     OutputOptions,
     PsfMatchConfig,
+    SubtractConfig,
     WarpOptions,
 )
 from psfmatch.errors import UndeclaredConfigError
@@ -56,8 +58,10 @@ def _known_paths() -> set[str]:
                 walk(hints[f.name], f"{prefix}.{key}")
 
     walk(PsfMatchConfig, "psf_match")
+    walk(SubtractConfig, "subtract")
     for section, cls in (("warp", WarpOptions), ("detection", DetectionOptions),
-                         ("output", OutputOptions), ("model_psf_match", ModelPsfMatchSection)):
+                         ("output", OutputOptions), ("model_psf_match", ModelPsfMatchSection),
+                         ("difference", DifferenceOptions)):
         walk(cls, section)
     return known
 

@@ -89,7 +89,7 @@ def fitting_fwhms(psf: Mapping[str, Any], mode: Mapping[str, Any]) -> tuple[floa
     """``(target, reference)`` FWHMs (px) for the basis sizing, from ``detect/psf.json``.
 
     The target is the image the kernel convolves; with preconvolution the reference is
-    the preconvolved science image, :math:`\sqrt 2` times the science FWHM
+    the preconvolved science image, :math:`\\sqrt 2` times the science FWHM
     (:func:`psfmatch.modes.basis_fwhms`).
     """
     return basis_fwhms(mode["mode"], template_fwhm=float(psf["template"]["fwhm"]),
