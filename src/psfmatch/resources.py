@@ -92,11 +92,13 @@ STEP_COSTS: dict[str, StepCost] = {
     "simulated_psf": StepCost(150, 0, 2.0, 0.0),
     "model_psf_kernel": StepCost(150, 50, 2.0, 1.0),
     "model_psf_convolve": StepCost(180, 90, 2.0, 0.6, multithreaded=True),
-    # subtraction modes: peak RSS (VmHWM) of the step in a fresh interpreter on 1024²
-    # and 2048² simulated pairs (README "Subtraction modes"), fitted and rounded up
-    "subtraction_mode": StepCost(200, 60, 2.0, 0.5),
-    "preconvolve": StepCost(180, 80, 2.0, 0.5, multithreaded=True),
-    "decorrelate": StepCost(250, 150, 3.0, 2.0, multithreaded=True),
+    # subtraction modes: peak RSS (VmHWM) and wall time of each step in a fresh
+    # interpreter on the 1024² and 2048² pairs of bench/resource_calibration.py
+    # (subtraction_mode 164 / 368 MB, preconvolve 165 / 372 MB, decorrelate 267 / 721 MB,
+    # 2.0 / 5.5 s), fitted and rounded up ~10 %
+    "subtraction_mode": StepCost(110, 72, 2.0, 0.3),
+    "preconvolve": StepCost(110, 75, 2.0, 0.3, multithreaded=True),
+    "decorrelate": StepCost(130, 160, 2.0, 1.2, multithreaded=True),
 }
 
 

@@ -30,6 +30,7 @@ from psfmatch.exposure import Exposure
 __all__ = [
     "MASK_PLANES",
     "VarianceScale",
+    "background_image",
     "mark_detected",
     "scale_variance",
     "variance_scale_factor",
@@ -86,6 +87,7 @@ def variance_scale_factor(
     limit: float = 10.0,
     background_bin: int = 32,
     label: str = "exposure",
+    background: np.ndarray | float | None = None,
 ) -> VarianceScale:
     """The factor that makes the variance plane match the pixel noise.
 
@@ -101,6 +103,9 @@ def variance_scale_factor(
         Background mesh size (px).
     label : str
         Names the exposure in the error message.
+    background : ndarray or float, optional
+        The image's background, if already estimated (:func:`background_image`);
+        otherwise the 32-px mesh over the pixels without ``mask_planes``.
 
     Raises
     ------
@@ -114,7 +119,9 @@ def variance_scale_factor(
     n_good = int((~bad).sum())
     if n_good < 2:
         return VarianceScale(1.0, "none", n_good)
-    residual = (image - _background(image, bad, int(background_bin)))[~bad]
+    if background is None:
+        background = _background(image, bad, int(background_bin))
+    residual = (image - background)[~bad]
     q1, q3 = np.percentile(residual / np.sqrt(variance[~bad]), [25.0, 75.0])
     factor = float((_IQR_TO_SIGMA * (q3 - q1)) ** 2)
     if factor <= limit:
@@ -145,6 +152,18 @@ def scale_variance(
     return exposure.with_(variance=(exposure.variance * scale.factor).astype(np.float32)), scale
 
 
+def background_image(exposure: Exposure, *, bad_planes: Sequence[str] = ("NO_DATA", "BAD", "SAT"),
+                     background_bin: int = 32) -> np.ndarray | float:
+    """Background of ``exposure``: clipped means on a ``background_bin`` mesh, interpolated.
+
+    Pixels with ``bad_planes`` or non-finite values are left out (the image median if the
+    mesh cannot be made). Nothing is modified.
+    """
+    image = exposure.image.astype(np.float64)
+    bad = ((exposure.mask & exposure.plane_bitmask(bad_planes)) != 0) | ~np.isfinite(image)
+    return _background(image, bad, int(background_bin))
+
+
 def mark_detected(
     exposure: Exposure,
     *,
@@ -153,6 +172,7 @@ def mark_detected(
     grow_sigma: float = 2.4,
     bad_planes: Sequence[str] = ("NO_DATA", "BAD", "SAT"),
     background_bin: int = 32,
+    background: np.ndarray | float | None = None,
 ) -> tuple[Exposure, int]:
     """Set a ``DETECTED`` plane where sources are, when the exposure has none.
 
@@ -164,7 +184,8 @@ def mark_detected(
     detected pixels are grown by ``grow_sigma`` PSF sigmas (a box), as footprints are.
     image and variance unchanged; mask: ``DETECTED`` added on those pixels. If
     ``DETECTED`` is already set anywhere the exposure is returned unchanged. Returns the
-    exposure and the number of pixels marked.
+    exposure and the number of pixels marked. ``background``: as :func:`background_image`
+    gives it, if already estimated.
     """
     from scipy.ndimage import maximum_filter
 
@@ -182,7 +203,9 @@ def mark_detected(
     variance = exposure.variance.astype(np.float64)
     bad = ((exposure.mask & exposure.plane_bitmask(bad_planes)) != 0) | ~np.isfinite(image) \
         | ~np.isfinite(variance) | ~(variance > 0)
-    residual = np.where(bad, 0.0, image - _background(image, bad, int(background_bin)))
+    if background is None:
+        background = _background(image, bad, int(background_bin))
+    residual = np.where(bad, 0.0, image - background)
     with np.errstate(invalid="ignore", divide="ignore"):
         nu = correlate(residual, gauss) / np.sqrt(correlate(np.where(bad, 0.0, variance),
                                                             gauss**2))

@@ -22,7 +22,12 @@ from psfmatch.depth import combined_limiting_magnitude, depth
 from psfmatch.diagnostics import residual_statistics
 from psfmatch.exposure import Exposure
 from psfmatch.modes import CONVOLVE_SCIENCE, CONVOLVE_TEMPLATE, psf_axis_fwhm
-from psfmatch.scale_variance import VarianceScale, mark_detected, variance_scale_factor
+from psfmatch.scale_variance import (
+    VarianceScale,
+    background_image,
+    mark_detected,
+    variance_scale_factor,
+)
 from psfmatch.steps.fields import StepConfig
 from psfmatch.steps.subtraction import psf_image, read_mode
 
@@ -138,9 +143,10 @@ def decorrelate(
 
     # sources flagged DETECTED (if the inputs do not say where they are) for the
     # statistics below; the images themselves are not changed
-    marked = {}
+    marked, backgrounds = {}, {}
     for role, exp in (("template", template), ("science", science)):
-        marked[role], n = mark_detected(exp, psf_fwhm=fwhm[role])
+        backgrounds[role] = background_image(exp)  # one background per image, used twice
+        marked[role], n = mark_detected(exp, psf_fwhm=fwhm[role], background=backgrounds[role])
         if n:
             logger.info("%s: %d %s pixels flagged DETECTED for the variance statistics", label,
                         n, role)
@@ -150,7 +156,7 @@ def decorrelate(
         for role, exp in (("template", template), ("science", science)):
             scales[role] = variance_scale_factor(
                 exp, mask_planes=sub.scale_variance.mask_planes, limit=sub.scale_variance.limit,
-                label=f"{label} {role}")
+                label=f"{label} {role}", background=backgrounds[role])
         logger.info("%s: variance scale factors template %.4f (%s), science %.4f (%s)", label,
                     scales["template"].factor, scales["template"].method,
                     scales["science"].factor, scales["science"].method)
