@@ -103,7 +103,9 @@ def test_blurrier_template_auto_convolves_the_science_image_as_well_as_the_oracl
     ct_fitted, _ = _stamp_rms(io.read_exposure(before["raw.fits"]), ct_table)
     ct_oracle, _ = _stamp_rms(_oracle(before_pair), ct_table)
     print(f"stamps rms / oracle: convolveScience {fitted / oracle:.4f}, "
-          f"convolveTemplate {ct_fitted / ct_oracle:.4f}")
+          f"convolveTemplate {ct_fitted / ct_oracle:.4f}; kernel sums "
+          f"{metrics['kernel_sum']:.4f}, {io.read_json(before['metrics.json'])['kernel_sum']:.4f} "
+          f"(truth {pair.truth.photometric_scale} and its inverse)")
     assert ct_fitted > 1.05 * ct_oracle
 
 

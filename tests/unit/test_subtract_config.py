@@ -1,4 +1,4 @@
-"""The YAML subtract block (AlardLuptonSubtractConfig), our difference section and the schema agree."""
+"""The subtract block (AlardLuptonSubtractConfig), our difference section and the schema agree."""
 
 from __future__ import annotations
 

@@ -253,9 +253,9 @@ class StepConfig:
     """What a step function receives: its part of the config, read through its record.
 
     ``StepConfig("select", params)`` gives ``.psf_match``, ``.detection``, ``.warp``,
-    ``.output``, ``.model_psf_match``, ``.subtract`` and ``.difference`` as the config objects of :mod:`psfmatch.config`
-    (defaults for what the params leave out), on which reading an undeclared field raises
-    :class:`~psfmatch.errors.UndeclaredConfigError`. :meth:`block` returns a section as
+    ``.output``, ``.model_psf_match``, ``.subtract`` and ``.difference`` as the config
+    objects of :mod:`psfmatch.config` (defaults for what the params leave out), on which
+    reading an undeclared field raises :class:`~psfmatch.errors.UndeclaredConfigError`. :meth:`block` returns a section as
     received (for provenance in the products). Params may hold more than the step reads
     (a caller passing the whole config): only reads are checked.
     """

@@ -42,7 +42,7 @@ FILTER_EXCLUDED_PLANES = ("NO_DATA", "BAD", "SAT", "SAT_TEMPLATE", "CR", "EDGE",
 
 def _rescaled_raw_variance(raw: Exposure, known: np.ndarray, f_known: float,
                            f_rest: float) -> Exposure:
-    """Raw difference with its variance ``known + rest`` rescaled to ``f_known·known + f_rest·rest``.
+    """The raw difference with its variance ``known + rest`` made ``f_known·known + f_rest·rest``.
 
     image and mask unchanged; non-finite variance pixels stay as they are.
     """
