@@ -255,9 +255,10 @@ class StepConfig:
     ``StepConfig("select", params)`` gives ``.psf_match``, ``.detection``, ``.warp``,
     ``.output``, ``.model_psf_match``, ``.subtract`` and ``.difference`` as the config
     objects of :mod:`psfmatch.config` (defaults for what the params leave out), on which
-    reading an undeclared field raises :class:`~psfmatch.errors.UndeclaredConfigError`. :meth:`block` returns a section as
-    received (for provenance in the products). Params may hold more than the step reads
-    (a caller passing the whole config): only reads are checked.
+    reading an undeclared field raises :class:`~psfmatch.errors.UndeclaredConfigError`.
+    :meth:`block` returns a section as received (for provenance in the products). Params
+    may hold more than the step reads (a caller passing the whole config): only reads are
+    checked.
     """
 
     def __init__(self, step: str, params: Mapping[str, Any] | None) -> None:
