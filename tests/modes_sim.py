@@ -1,10 +1,11 @@
 """Simulated pairs for the subtraction-mode tests (convolveScience, decorrelation, score).
 
-The simulator only writes pairs whose science image is the blurrier one; a pair with the
-blurrier *template* is the same simulation with the roles swapped (template := the
-blurred image, science := the sharp image). Its truth kernel then maps the science image
-onto the template, ``T = K ⋆ S + b``: exactly the kernel convolveScience fits, with sum
-``photometric_scale`` (template counts per science count).
+A pair with the blurrier *template* is here the forward simulation with the roles
+swapped (template := the blurred image, science := the sharp image), which for equal
+skies and no transients is exactly what ``SimulationParams(blurrier="template")`` writes.
+Its truth kernel then maps the science image onto the template, ``T = K ⋆ S + b``:
+exactly the kernel convolveScience fits, with sum ``photometric_scale`` (template counts
+per science count).
 """
 
 from __future__ import annotations
