@@ -32,6 +32,7 @@ BASE = {"seed": 7, "shape": (512, 512), "star_density": 3000.0, "flux_min": 1000
         "n_cosmic_rays": 0}
 NOISE_VAR = 200.0 + 4.0**2  # sky / gain + (read noise / gain)²
 SWAP = {"template_fwhm": 4.5, "science_fwhm": 3.0, "blurrier": "template"}
+pytestmark = pytest.mark.slow  # five runs of the DAG in-process, about 20 s in all
 
 
 def _write(root: Path, name: str, params: synth.SimulationParams):
