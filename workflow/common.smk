@@ -31,10 +31,13 @@ envvars:
 import psfmatch  # noqa: E402
 from psfmatch.config import (  # noqa: E402
     DetectionOptions,
+    DifferenceOptions,
     ModelPsfMatchSection,
     OutputOptions,
     PsfMatchConfig,
+    SubtractConfig,
     WarpOptions,
+    check_subtraction,
 )
 from psfmatch.io.sheets import read_pairs  # noqa: E402
 from psfmatch.steps.fields import step_config  # noqa: E402
@@ -47,6 +50,9 @@ WarpOptions.from_dict(config.get("warp"), where="warp")
 DetectionOptions.from_dict(config.get("detection"), where="detection")
 OUTPUT = OutputOptions.from_dict(config.get("output"), where="output")
 MODEL_PSF = ModelPsfMatchSection.from_dict(config.get("model_psf_match"))
+SUBTRACT = SubtractConfig.from_lsst(config.get("subtract"), where="subtract")
+DIFFERENCE = DifferenceOptions.from_dict(config.get("difference"), where="difference")
+check_subtraction(SUBTRACT, DIFFERENCE)
 
 SIMULATED = config.get("simulate", {})
 SIM_ROLES = ("template", "science")
@@ -158,9 +164,8 @@ def ksum_tables(wildcards):
 def pair_products(pair):
     """The user-facing products of one pair."""
     products = [
-        f"results/{pair}/difference.fits",
+        *(path.format(pair=pair) for path in decorrelate_outputs().values()),
         f"results/{pair}/kernel.fits",
-        f"results/{pair}/metrics.json",
     ]
     if OUTPUT.matched_template:
         products.append(f"results/{pair}/matched_template.fits")

@@ -5,6 +5,14 @@ from psfmatch.steps.dia import dia_run_catalogue  # noqa: E402
 
 # Cross-field checks of the dia_sources block before any job starts.
 DiaOptions.from_dict(config.get("dia_sources"), where="dia_sources")
+# DIA sources are measured on a difference image; a preconvolution run ends with a score
+# image (a matched-filtered difference), on which the PSF fits would not be valid.
+DIA_ACTIVE = not DIFFERENCE.preconvolution
+if not DIA_ACTIVE:
+    logger.warning(
+        "difference.preconvolution: true ends with score images; DIA sources "
+        "(detect_dia_sources, qa_dia) are not measured on them"
+    )
 
 DIA_PRODUCTS = ("dia_sources.parquet", "dia_cutouts.fits")
 DIA_RUN_CATALOGUE = "results/dia_sources.parquet"
@@ -42,6 +50,8 @@ def dia_inputs(wildcards):
 
 def dia_outputs():
     """The DIA products of every pair, for the default target (its QA plots: qa_outputs)."""
+    if not DIA_ACTIVE:
+        return []
     return [f"results/{pair}/{name}" for pair in PAIRS for name in DIA_PRODUCTS]
 
 

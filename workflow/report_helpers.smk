@@ -69,6 +69,7 @@ def qa_outputs():
         qa_plot_path(pair, key)
         for pair in PAIRS
         for rule in rules
+        if DIA_ACTIVE or rule != "qa_dia"
         if not qa_last_attempt_failed(pair, qa_plot_keys(rule))
         for key in qa_plot_keys(rule)
     ]

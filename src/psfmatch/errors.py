@@ -18,7 +18,9 @@ __all__ = [
     "PairsSheetError",
     "PsfMatchError",
     "PsfModelError",
+    "TemplateCoverageError",
     "UndeclaredConfigError",
+    "VarianceScaleError",
     "WarpError",
 ]
 
@@ -87,6 +89,20 @@ class MemoryBudgetError(PsfMatchError, ValueError):
     """A job declares less memory (``mem_mb``) than its step is estimated to need.
 
     The message names the step, the image size, the estimate and the declared value.
+    """
+
+
+class TemplateCoverageError(PsfMatchError, ValueError):
+    """Too little of the science image has template data (ip_diffim ``NoWorkFound``).
+
+    The message names the pair, the covered fraction and the required one.
+    """
+
+
+class VarianceScaleError(PsfMatchError, ValueError):
+    """A variance plane is off by more than the allowed factor.
+
+    ip_diffim's ``ExceedsMaxVarianceScaleError``; the message names the image and factor.
     """
 
 

@@ -15,9 +15,11 @@ from psfmatch import io
 from psfmatch.config import (
     DetectionOptions,
     DiaOptions,
+    DifferenceOptions,
     ModelPsfMatchSection,
     OutputOptions,
     PsfMatchConfig,
+    SubtractConfig,
     WarpOptions,
 )
 from psfmatch.errors import UndeclaredConfigError
@@ -57,9 +59,11 @@ def _known_paths() -> set[str]:
                 walk(hints[f.name], f"{prefix}.{key}")
 
     walk(PsfMatchConfig, "psf_match")
+    walk(SubtractConfig, "subtract")
     for section, cls in (("warp", WarpOptions), ("detection", DetectionOptions),
                          ("output", OutputOptions), ("model_psf_match", ModelPsfMatchSection),
                          ("dia_sources", DiaOptions)):
+                         ("difference", DifferenceOptions)):
         walk(cls, section)
     return known
 

@@ -436,6 +436,19 @@ def test_changing_a_dia_sources_field_reruns_only_the_dia_steps(finished_run, fi
     workdir, _ = finished_run
     config = _base_config(["good"])
     config["dia_sources"][field] = value
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    # the afterburner is its own rule: only it and the QA plots read its result
+    ("doDecorrelation", False, {"decorrelate", "qa"}),
+    # the mode is decided after the warp: everything from there on, nothing before
+    ("mode", "convolveScience", {"subtraction_mode", "detect", "select", "fit_single_kernels",
+                                 "kernel_sum_clip", "spatial_fit", "assess", "final_kernel",
+                                 "convolve", "decorrelate", "qa"}),
+])
+def test_a_subtract_field_reruns_only_its_step_and_what_follows(finished_run, key, value,
+                                                                expected):
+    workdir, _ = finished_run
+    config = _base_config(["good"])
+    config["subtract"][key] = value
     _write_config(workdir, config, ["good"])
     try:
         dry = run_snakemake(workdir, "-n", "--cores", "2")
@@ -443,3 +456,24 @@ def test_changing_a_dia_sources_field_reruns_only_the_dia_steps(finished_run, fi
         assert set(_jobs(dry.stdout)) == reran | {"all"}, dry.stdout
     finally:
         _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
+        assert set(_jobs(dry.stdout)) - {"all"} == expected, dry.stdout
+    finally:
+        _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
+
+
+def test_the_final_difference_is_decorrelated_with_its_psf_and_mode_record(finished_run):
+    workdir, _ = finished_run
+    out = workdir / "results" / "good"
+    metrics = io.read_json(out / "metrics.json")
+    assert metrics["mode"]["mode"] == "convolveTemplate"
+    assert metrics["mode"]["requested"] == "auto"
+    assert metrics["decorrelation"]["applied"] is True
+    assert metrics["template_coverage"] == 1.0
+    # the raw convolve output keeps today's difference; the final one is whitened
+    raw = io.read_exposure(out / "convolve/difference.fits")
+    final = io.read_exposure(out / "difference.fits")
+    np.testing.assert_array_equal(raw.mask, final.mask)
+    assert not np.array_equal(raw.image, final.image)
+    psf = io.read_psf_model(out / "difference_psf.fits").image_at(0.0, 0.0)
+    assert float(psf.sum()) == pytest.approx(1.0, abs=1e-9)
+    assert io.read_kernel(out / "kernel.fits").metadata["maps"] == "template->science"

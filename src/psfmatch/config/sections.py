@@ -18,6 +18,7 @@ from psfmatch.config.lsst import (
     DF,
     ModelPsfMatchConfig,
     PsfMatchConfig,
+    SubtractConfig,
     coerce_value,
 )
 from psfmatch.errors import ConfigError
@@ -28,9 +29,11 @@ __all__ = [
     "POLARITIES",
     "DetectionOptions",
     "DiaOptions",
+    "DifferenceOptions",
     "ModelPsfMatchSection",
     "OutputOptions",
     "WarpOptions",
+    "check_subtraction",
 ]
 
 
@@ -328,3 +331,38 @@ class DiaOptions(_Section):
     def from_dict(cls, block: Mapping[str, Any] | None, *, where: str = "dia_sources"):
         """The section from its YAML mapping; unknown keys raise :class:`ConfigError`."""
         return super().from_dict(block, where=where)
+@dataclass(frozen=True, kw_only=True)
+class DifferenceOptions(_Section):
+    """``difference``: our options of the subtraction modes (LSST fields: ``subtract``).
+
+    See docs/configuration.md#difference-section.
+    """
+
+    #: ip_diffim's ``AlardLuptonPreconvolveSubtractTask`` instead of the difference: the
+    #: science image correlated with its own PSF, the template matched to it, and the
+    #: score image ``results/<pair>/score.fits`` (instead of ``difference.fits``).
+    preconvolution: bool = False
+    #: ``(ny, nx)`` nodes of the decorrelation filter: ``[1, 1]`` evaluates the kernel at
+    #: the image centre only (as ip_diffim); more nodes blend per-node filters bilinearly.
+    decorrelation_grid: tuple[int, ...] = (1, 1)
+    #: Magnitude of one science-image count, for the limiting magnitudes in metrics.json;
+    #: null: ``zero_point_key`` if set, else depths in counts only.
+    zero_point: float | None = None
+    #: Header keyword of the science image that holds its zero point (e.g. ``MAGZERO``),
+    #: used when ``zero_point`` is null.
+    zero_point_key: str | None = None
+
+    def __post_init__(self) -> None:
+        grid = self.decorrelation_grid
+        if len(grid) != 2 or any(n < 1 for n in grid):
+            msg = f"decorrelation_grid must be two integers >= 1 (ny, nx), got {list(grid)}"
+            raise ConfigError(msg)
+
+
+def check_subtraction(subtract: SubtractConfig, difference: DifferenceOptions) -> None:
+    """Cross-section rule: preconvolution convolves the template, never the science image."""
+    if difference.preconvolution and subtract.mode == "convolveScience":
+        msg = ("difference.preconvolution convolves the template with the kernel "
+               "(AlardLuptonPreconvolveSubtractTask has no mode); it cannot be combined with "
+               "subtract.mode: convolveScience (use auto or convolveTemplate)")
+        raise ConfigError(msg)

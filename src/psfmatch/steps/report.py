@@ -69,8 +69,11 @@ def qa(
         io.write_figure(outputs[key], plot.figure)
         drawn[key] = plot
 
+    mode = metrics.get("mode") or {}
     save("images", images_plot(science.image, template.image, difference.image,
-                               xy0=science.xy0, title=label))
+                               xy0=science.xy0, title=label, convolved=mode.get("convolved"),
+                               difference_name=metrics.get("difference", {}).get(
+                                   "image", "difference")))
     good = columns["status"] == "GOOD"
     used = active_set(columns["cell"], columns["rank"], good, pm.n_star_per_cell)
     region = table.metadata.get("region") or list(science.bbox)
