@@ -14,12 +14,16 @@ include: "workflow/common.smk"
 include: "workflow/resources.smk"
 include: "workflow/model_psf_helpers.smk"
 include: "workflow/report_helpers.smk"
+include: "workflow/subtract_helpers.smk"
+include: "workflow/dia_helpers.smk"
 include: "workflow/simulate.smk"
 include: "workflow/prepare.smk"
 include: "workflow/solve.smk"
 include: "workflow/difference.smk"
 include: "workflow/model_psf.smk"
 include: "workflow/report.smk"
+include: "workflow/subtract.smk"
+include: "workflow/dia.smk"
 
 
 rule all:
@@ -27,13 +31,17 @@ rule all:
     input:
         all_outputs(),
         model_psf_outputs(),
+        dia_outputs(),
 
 
-# The per-run summary (results/qa/summary.*) is written after every run, also when a
-# pair failed (see workflow/report.smk for why this is a handler and not a rule).
+# The per-run summary (results/qa/summary.*) and the run-level DIA catalogue
+# (results/dia_sources.parquet) are written after every run, also when a pair failed
+# (see workflow/report.smk and workflow/dia.smk for why these are handlers, not rules).
 onsuccess:
     write_run_summary()
+    write_dia_run_catalogue()
 
 
 onerror:
     write_run_summary()
+    write_dia_run_catalogue()

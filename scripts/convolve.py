@@ -1,4 +1,4 @@
-"""Rule convolve: apply the kernel to the template, subtract, write products and metrics."""
+"""Rule convolve: apply the kernel to the image the mode says, subtract: the raw difference."""
 
 # `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
@@ -17,4 +17,5 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         metrics_path=snakemake.output.metrics,
         config=snakemake.params.config,
         label=f"pair {snakemake.wildcards.pair!r}",
+        mode_path=snakemake.input.mode,
     )

@@ -14,4 +14,5 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         psf_path=snakemake.output.psf,
         config=snakemake.params.config,
         label=f"pair {snakemake.wildcards.pair!r}",
+        mode_path=snakemake.input.mode,
     )

@@ -3,8 +3,10 @@
 # `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
 from psfmatch.steps.solve import fit_single_kernels
+from psfmatch.steps.subtraction import expected_success
 
-with log_to_file(snakemake.log[0]):  # noqa: F821
+label = f"pair {snakemake.wildcards.pair!r}"  # noqa: F821
+with log_to_file(snakemake.log[0]), expected_success(snakemake.input.mode, label):  # noqa: F821
     fit_single_kernels(
         candidates_path=snakemake.input.candidates,
         stamps_path=snakemake.input.stamps,
@@ -12,5 +14,6 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         output_candidates=snakemake.output.candidates,
         output_kernels=snakemake.output.kernels,
         config=snakemake.params.config,
-        label=f"pair {snakemake.wildcards.pair!r}",
+        label=label,
+        mode_path=snakemake.input.mode,
     )

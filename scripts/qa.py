@@ -2,7 +2,7 @@
 
 # `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
-from psfmatch.qa import QA_PLOTS
+from psfmatch.qa import qa_plot_keys
 from psfmatch.steps.report import qa
 
 with log_to_file(snakemake.log[0]):  # noqa: F821
@@ -15,7 +15,7 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         ksum_paths=list(snakemake.input.ksum),
         stamps_path=snakemake.input.stamps,
         metrics_path=snakemake.input.metrics,
-        outputs={key: snakemake.output[key] for key in QA_PLOTS},
+        outputs={key: snakemake.output[key] for key in qa_plot_keys("qa")},
         config=snakemake.params.config,
         label=f"pair {snakemake.wildcards.pair!r}",
     )

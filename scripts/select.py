@@ -4,8 +4,10 @@
 from psfmatch.logs import log_to_file
 from psfmatch.resources import check_step_memory
 from psfmatch.steps.prepare import select
+from psfmatch.steps.subtraction import expected_success
 
-with log_to_file(snakemake.log[0]):  # noqa: F821
+label = f"pair {snakemake.wildcards.pair!r}"  # noqa: F821
+with log_to_file(snakemake.log[0]), expected_success(snakemake.input.mode, label):  # noqa: F821
     check_step_memory(snakemake.rule, snakemake.input.science, snakemake.resources.mem_mb)  # noqa: F821
     select(
         template_path=snakemake.input.template,
@@ -15,5 +17,6 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         output_candidates=snakemake.output.candidates,
         output_stamps=snakemake.output.stamps,
         config=snakemake.params.config,
-        label=f"pair {snakemake.wildcards.pair!r}",
+        label=label,
+        mode_path=snakemake.input.mode,
     )

@@ -3,8 +3,10 @@
 # `snakemake` (inputs, outputs, params, log) is injected by Snakemake's script preamble.
 from psfmatch.logs import log_to_file
 from psfmatch.steps.solve import spatial_fit
+from psfmatch.steps.subtraction import expected_success
 
-with log_to_file(snakemake.log[0]):  # noqa: F821
+label = f"pair {snakemake.wildcards.pair!r}"  # noqa: F821
+with log_to_file(snakemake.log[0]), expected_success(snakemake.input.mode, label):  # noqa: F821
     spatial_fit(
         candidates_path=snakemake.input.candidates,
         kernels_path=snakemake.input.kernels,
@@ -13,5 +15,6 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         output_candidates=snakemake.output.candidates,
         config=snakemake.params.config,
         iteration=snakemake.wildcards.get("iteration", "final"),
-        label=f"pair {snakemake.wildcards.pair!r}",
+        label=label,
+        mode_path=snakemake.input.mode,
     )

@@ -31,10 +31,13 @@ envvars:
 import psfmatch  # noqa: E402
 from psfmatch.config import (  # noqa: E402
     DetectionOptions,
+    DifferenceOptions,
     ModelPsfMatchSection,
     OutputOptions,
     PsfMatchConfig,
+    SubtractConfig,
     WarpOptions,
+    check_subtraction,
 )
 from psfmatch.config.validate import validate_config  # noqa: E402
 from psfmatch.errors import ConfigError  # noqa: E402
@@ -64,6 +67,9 @@ WarpOptions.from_dict(config.get("warp"), where="warp")
 DetectionOptions.from_dict(config.get("detection"), where="detection")
 OUTPUT = OutputOptions.from_dict(config.get("output"), where="output")
 MODEL_PSF = ModelPsfMatchSection.from_dict(config.get("model_psf_match"))
+SUBTRACT = SubtractConfig.from_lsst(config.get("subtract"), where="subtract")
+DIFFERENCE = DifferenceOptions.from_dict(config.get("difference"), where="difference")
+check_subtraction(SUBTRACT, DIFFERENCE)
 
 SIMULATED = config.get("simulate") or {}  # null turns the simulation off
 SIM_ROLES = ("template", "science")
@@ -181,9 +187,8 @@ def ksum_tables(wildcards):
 def pair_products(pair):
     """The user-facing products of one pair."""
     products = [
-        f"results/{pair}/difference.fits",
+        *(path.format(pair=pair) for path in decorrelate_outputs().values()),
         f"results/{pair}/kernel.fits",
-        f"results/{pair}/metrics.json",
     ]
     if OUTPUT.matched_template:
         products.append(f"results/{pair}/matched_template.fits")

@@ -3,16 +3,17 @@
 
 
 rule convolve:
-    """Convolve the warped template with the kernel, subtract, write products."""
+    """Convolve the image the mode says with the kernel, subtract: the raw difference."""
     input:
         template=rules.warp.output.template,
-        science="results/{pair}/input/science.fits",
+        science=fit_science_path(),
         kernel=rules.final_kernel.output.kernel,
         candidates=rules.final_kernel.output.candidates,
+        mode="results/{pair}/mode/mode.json",
     output:
         **matched_template_output(),
-        difference="results/{pair}/difference.fits",
-        metrics="results/{pair}/metrics.json",
+        difference="results/{pair}/convolve/difference.fits",
+        metrics="results/{pair}/convolve/metrics.json",
     log:
         "logs/convolve/{pair}.log",
     benchmark:

@@ -57,6 +57,7 @@ rule detect:
     input:
         template=rules.warp.output.template,
         science="results/{pair}/input/science.fits",
+        mode="results/{pair}/mode/mode.json",
     output:
         candidates="results/{pair}/detect/candidates.parquet",
         psf="results/{pair}/detect/psf.json",
@@ -78,12 +79,13 @@ rule detect:
 
 
 rule select:
-    """Vet candidates, assign spatial cells, cut stamps."""
+    """Vet candidates, assign spatial cells, cut stamps (images in the fit's roles)."""
     input:
         template=rules.warp.output.template,
-        science="results/{pair}/input/science.fits",
+        science=fit_science_path(),
         candidates=rules.detect.output.candidates,
         psf=rules.detect.output.psf,
+        mode="results/{pair}/mode/mode.json",
     output:
         candidates="results/{pair}/select/candidates.parquet",
         stamps="results/{pair}/select/stamps.fits",

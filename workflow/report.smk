@@ -16,14 +16,14 @@ rule qa:
     input:
         science="results/{pair}/input/science.fits",
         template=rules.warp.output.template,
-        difference=rules.convolve.output.difference,
-        metrics=rules.convolve.output.metrics,
+        difference=final_image_path(),
+        metrics="results/{pair}/metrics.json",
         kernel=rules.final_kernel.output.kernel,
         candidates=rules.final_kernel.output.candidates,
         ksum=ksum_tables,
         stamps=rules.select.output.stamps,
     output:
-        **qa_plot_outputs(),
+        **qa_plot_outputs("qa"),
     log:
         "logs/qa/{pair}.log",
     benchmark:

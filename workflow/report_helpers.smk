@@ -4,7 +4,7 @@
 import mimetypes  # noqa: E402
 
 from psfmatch.logs import read_failure  # noqa: E402
-from psfmatch.qa import QA_PLOTS  # noqa: E402
+from psfmatch.qa import QA_PLOTS, qa_plot_keys  # noqa: E402
 from psfmatch.steps.summary import pair_outcome, qa_summary  # noqa: E402
 
 QA_SUMMARY = {"table": "results/qa/summary.parquet", "html": "results/qa/summary.html"}
@@ -24,17 +24,17 @@ def qa_plot_path(pair, key):
     return f"results/{pair}/qa/{key}.png"
 
 
-def qa_plot_outputs():
-    """Named, report-flagged outputs of rule qa (one category per pair)."""
+def qa_plot_outputs(rule):
+    """Named, report-flagged outputs of a QA rule (`qa`, `qa_dia`; one category per pair)."""
     return {
         key: report_flag(
             qa_plot_path("{pair}", key),
             caption=f"report/qa_{key}.rst",
             category="{pair}",
-            subcategory=spec.subcategory,
-            labels={"plot": spec.label},
+            subcategory=QA_PLOTS[key].subcategory,
+            labels={"plot": QA_PLOTS[key].label},
         )
-        for key, spec in QA_PLOTS.items()
+        for key in qa_plot_keys(rule)
     }
 
 
@@ -48,25 +48,30 @@ def pair_logs(pair):
     }
 
 
-def qa_last_attempt_failed(pair):
-    """True if the pair lacks a QA plot and one of its step logs records an error.
+def qa_last_attempt_failed(pair, keys=tuple(QA_PLOTS)):
+    """True if the pair lacks one of these QA plots and one of its step logs records an error.
 
-    Such a pair gets no QA targets, so that `snakemake --report` builds from what exists
-    (a report-flagged file that is missing stops the report). A pair that succeeds on a
-    later run gets its plots on the run after (its row in the summary says plots 0/8).
+    Such a pair gets none of these QA targets, so that `snakemake --report` builds from
+    what exists (a report-flagged file that is missing stops the report). A pair that
+    succeeds on a later run gets its plots on the run after (its row in the summary says
+    how many plots it has). Each QA rule's plots are decided apart: a pair whose DIA step
+    failed keeps its kernel and residual plots.
     """
-    if all(Path(qa_plot_path(pair, key)).is_file() for key in QA_PLOTS):
+    if all(Path(qa_plot_path(pair, key)).is_file() for key in keys):
         return False
     return any(read_failure(path) is not None for path in pair_logs(pair))
 
 
 def qa_outputs():
     """QA plots of every pair not known to have failed, and the run summary once written."""
+    rules = dict.fromkeys(spec.rule for spec in QA_PLOTS.values())
     outputs = [
         qa_plot_path(pair, key)
         for pair in PAIRS
-        if not qa_last_attempt_failed(pair)
-        for key in QA_PLOTS
+        for rule in rules
+        if DIA_ACTIVE or rule != "qa_dia"
+        if not qa_last_attempt_failed(pair, qa_plot_keys(rule))
+        for key in qa_plot_keys(rule)
     ]
     if all(Path(path).is_file() for path in QA_SUMMARY.values()):
         outputs += [
@@ -94,6 +99,7 @@ def write_run_summary():
             metrics_path=f"results/{pair}/metrics.json",
             plot_paths=[qa_plot_path(pair, key) for key in QA_PLOTS],
             logs=pair_logs(pair),
+            dia_path=f"results/{pair}/dia_sources.parquet",
             warp_path=f"results/{pair}/warp/warp.json",
         )
         for pair in PAIRS

@@ -10,6 +10,7 @@ rule fit_single_kernels:
         candidates=rules.select.output.candidates,
         stamps=rules.select.output.stamps,
         psf=rules.detect.output.psf,
+        mode="results/{pair}/mode/mode.json",
     output:
         candidates="results/{pair}/fit/candidates.parquet",
         kernels="results/{pair}/fit/kernels.fits",
@@ -34,6 +35,7 @@ rule kernel_sum_clip:
     """Reject active candidates whose kernel sum is an outlier (one spatial iteration)."""
     input:
         candidates=ksum_input,
+        mode="results/{pair}/mode/mode.json",
     output:
         candidates="results/{pair}/iter{iteration}/ksum.parquet",
     log:
@@ -59,6 +61,7 @@ rule spatial_fit:
         candidates="results/{pair}/iter{iteration}/ksum.parquet",
         kernels=rules.fit_single_kernels.output.kernels,
         stamps=rules.select.output.stamps,
+        mode="results/{pair}/mode/mode.json",
     output:
         kernel="results/{pair}/iter{iteration}/kernel.fits",
         candidates="results/{pair}/iter{iteration}/spatial.parquet",
@@ -85,6 +88,7 @@ rule assess:
         candidates=rules.spatial_fit.output.candidates,
         stamps=rules.select.output.stamps,
         kernel=rules.spatial_fit.output.kernel,
+        mode="results/{pair}/mode/mode.json",
     output:
         candidates="results/{pair}/iter{iteration}/assess.parquet",
     log:
@@ -110,6 +114,7 @@ rule final_kernel:
         candidates=final_assessment,
         kernels=rules.fit_single_kernels.output.kernels,
         stamps=rules.select.output.stamps,
+        mode="results/{pair}/mode/mode.json",
     output:
         kernel="results/{pair}/kernel.fits",
         candidates="results/{pair}/final/candidates.parquet",

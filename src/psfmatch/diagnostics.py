@@ -26,6 +26,7 @@ __all__ = [
     "model_psf_metrics",
     "normalised_residual",
     "reason_key",
+    "residual_statistics",
     "verdict",
 ]
 
@@ -89,6 +90,25 @@ def normalised_residual(
     return z[usable & np.isfinite(z)], usable
 
 
+def residual_statistics(difference: Exposure) -> dict[str, Any]:
+    """Statistics of :math:`D/\\sqrt{V}` (:func:`normalised_residual`) for ``metrics.json``.
+
+    ``n_pixels`` used, plain and 3σ-clipped mean and std, the masked fraction.
+    """
+    z, usable = normalised_residual(difference)
+    clip_mean, clip_std = clipped_mean_std(z) if z.size else (float("nan"), float("nan"))
+    return {
+        "n_pixels": int(z.size),
+        "mean": float(z.mean()) if z.size else float("nan"),
+        "std": float(z.std()) if z.size else float("nan"),
+        "clipped_mean": clip_mean,
+        "clipped_std": clip_std,
+        "masked_fraction": float(1.0 - usable.mean()),
+        "statistic": "difference / sqrt(variance) over pixels without "
+                     + ",".join(STATS_BAD_PLANES),
+    }
+
+
 def difference_metrics(
     difference: Exposure,
     kernel: SpatialKernel,
@@ -113,8 +133,6 @@ def difference_metrics(
         st: count_reasons(candidates["reason"][stage == st], exact=st == "select")
         for st in REJECTION_STAGES
     }
-    z, usable = normalised_residual(difference)
-    clip_mean, clip_std = clipped_mean_std(z) if z.size else (float("nan"), float("nan"))
     active = active_set(candidates["cell"], candidates["rank"], status == "GOOD", n_star_per_cell)
     basis = kernel.metadata.get("basis") or {}
     fitting_basis = basis.get("fitting_basis", basis) or {}
@@ -150,16 +168,7 @@ def difference_metrics(
         "spatial_condition": {"value": condition, "max": max_spatial_condition_number,
                               "exceeded": exceeded},
         "warnings": warnings,
-        "difference": {
-            "n_pixels": int(z.size),
-            "mean": float(z.mean()) if z.size else float("nan"),
-            "std": float(z.std()) if z.size else float("nan"),
-            "clipped_mean": clip_mean,
-            "clipped_std": clip_std,
-            "masked_fraction": float(1.0 - usable.mean()),
-            "statistic": "difference / sqrt(variance) over pixels without "
-                         + ",".join(STATS_BAD_PLANES),
-        },
+        "difference": residual_statistics(difference),
         "basis": basis,
         "bic": fitting_basis.get("bic"),
         "regularization": fitting_basis.get("regularization"),

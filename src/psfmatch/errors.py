@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 __all__ = [
+    "BadSubtractionError",
     "ConfigError",
     "ExposureError",
     "InputFileError",
@@ -14,7 +18,9 @@ __all__ = [
     "PairsSheetError",
     "PsfMatchError",
     "PsfModelError",
+    "TemplateCoverageError",
     "UndeclaredConfigError",
+    "VarianceScaleError",
     "WarpError",
 ]
 
@@ -86,6 +92,20 @@ class MemoryBudgetError(PsfMatchError, ValueError):
     """
 
 
+class TemplateCoverageError(PsfMatchError, ValueError):
+    """Too little of the science image has template data (ip_diffim ``NoWorkFound``).
+
+    The message names the pair, the covered fraction and the required one.
+    """
+
+
+class VarianceScaleError(PsfMatchError, ValueError):
+    """A variance plane is off by more than the allowed factor.
+
+    ip_diffim's ``ExceedsMaxVarianceScaleError``; the message names the image and factor.
+    """
+
+
 class UndeclaredConfigError(RuntimeError):
     """A step read a config field its record (:mod:`psfmatch.steps.fields`) does not declare.
 
@@ -94,3 +114,42 @@ class UndeclaredConfigError(RuntimeError):
     This is a bug in psfmatch, not in the input: it is deliberately not a
     :class:`PsfMatchError`, so that no handler of input errors can mistake it for one.
     """
+
+
+class BadSubtractionError(PsfMatchError, RuntimeError):
+    """The difference image fails the quality gate.
+
+    Attributes
+    ----------
+    label : str
+        What was checked (the pair id).
+    failed : str
+        The measure that tripped: ``"footprint_ratio_mean"``,
+        ``"footprint_ratio_std"`` or ``"detected_fraction"``.
+    value, limit : float
+        Its value and the configured limit.
+    quality : dict
+        Every number of :func:`psfmatch.dia.gate.subtraction_quality`.
+    """
+
+    def __init__(self, label: str, failed: str, value: float, limit: float,
+                 quality: dict[str, Any]) -> None:
+        self.label = label
+        self.failed = failed
+        self.value = float(value)
+        self.limit = float(limit)
+        self.quality = dict(quality)
+        q = self.quality
+        nan = math.nan
+        super().__init__(
+            f"{label}: bad subtraction: {failed} = {self.value:.4g} exceeds the limit "
+            f"{self.limit:g} (footprint power ratio mean "
+            f"{q.get('footprint_ratio_mean', nan):.3g}, "
+            f"std {q.get('footprint_ratio_std', nan):.3g} over "
+            f"{q.get('n_science_footprints', 0)} science footprints; "
+            f"{q.get('n_detected', 0)} of {q.get('n_usable', 0)} usable pixels beyond the "
+            f"threshold, fraction {q.get('detected_fraction', nan):.3g}, pure noise "
+            f"{q.get('expected_fraction', nan):.2g})")
+
+    def __reduce__(self):  # keep the numbers through pickling (multiprocessing, Snakemake)
+        return (type(self), (self.label, self.failed, self.value, self.limit, self.quality))

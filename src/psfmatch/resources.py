@@ -92,6 +92,18 @@ STEP_COSTS: dict[str, StepCost] = {
     "simulated_psf": StepCost(150, 0, 2.0, 0.0),
     "model_psf_kernel": StepCost(150, 50, 2.0, 1.0),
     "model_psf_convolve": StepCost(180, 90, 2.0, 0.6, multithreaded=True),
+    # Not calibrated with bench/resource_calibration.py yet: peak RSS of 1024² and 2048²
+    # true-kernel pairs (detect_dia_sources 402 / 1055 MB, qa_dia 324 / 582 MB) and their
+    # wall times on a loaded 2-core machine (8.2 / 26.4 s, 9.2 / 10.0 s), rounded up.
+    "detect_dia_sources": StepCost(200, 230, 3.0, 6.0),
+    "qa_dia": StepCost(250, 90, 6.0, 0.5),
+    # subtraction modes: peak RSS (VmHWM) and wall time of each step in a fresh
+    # interpreter on the 1024² and 2048² pairs of bench/resource_calibration.py
+    # (subtraction_mode 164 / 368 MB, preconvolve 165 / 372 MB, decorrelate 267 / 721 MB,
+    # 2.0 / 5.5 s), fitted and rounded up ~10 %
+    "subtraction_mode": StepCost(110, 72, 2.0, 0.3),
+    "preconvolve": StepCost(110, 75, 2.0, 0.3, multithreaded=True),
+    "decorrelate": StepCost(130, 160, 2.0, 1.2, multithreaded=True),
 }
 
 

@@ -65,21 +65,27 @@ def _or_filter_1d(mask: np.ndarray, size: int, axis: int) -> np.ndarray:
     return first | second
 
 
-def prepare_template_mask(template: Exposure) -> Exposure:
+def prepare_template_mask(
+    template: Exposure,
+    *,
+    preserve: tuple[str, ...] = PRESERVE_TEMPLATE_PLANES,
+    rename: tuple[str, ...] = RENAME_TEMPLATE_PLANES,
+) -> Exposure:
     """ip_diffim ``updateMasks`` for the template; returns a new exposure.
 
     See docs/warp-and-subtract.md#template-mask.
 
-    Planes in :data:`RENAME_TEMPLATE_PLANES` present in the template are copied to
-    ``<NAME>_TEMPLATE``; every plane not in :data:`PRESERVE_TEMPLATE_PLANES` (or a
-    ``*_TEMPLATE`` copy) is then cleared. Image and variance are shared, unchanged.
+    Planes in ``rename`` (``renameTemplateMask``, default :data:`RENAME_TEMPLATE_PLANES`)
+    present in the template are copied to ``<NAME>_TEMPLATE``; every plane not in
+    ``preserve`` (``preserveTemplateMask``, default :data:`PRESERVE_TEMPLATE_PLANES`) or a
+    ``*_TEMPLATE`` copy is then cleared. Image and variance are shared, unchanged.
     """
-    renamed = [p for p in RENAME_TEMPLATE_PLANES if p in template.mask_planes]
+    renamed = [p for p in rename if p in template.mask_planes]
     exp = template.with_planes([f"{p}_TEMPLATE" for p in renamed])
     mask = exp.mask.copy()
     for plane in renamed:
         mask[exp.plane(plane)] |= 1 << exp.mask_planes[f"{plane}_TEMPLATE"]
-    keep = exp.plane_bitmask([*PRESERVE_TEMPLATE_PLANES, *(f"{p}_TEMPLATE" for p in renamed)])
+    keep = exp.plane_bitmask([*preserve, *(f"{p}_TEMPLATE" for p in renamed)])
     return exp.with_(mask=mask & keep)
 
 
@@ -181,14 +187,18 @@ def _blockwise_variance(
     return out
 
 
-def subtract(science: Exposure, matched: Exposure, kernel: SpatialKernel) -> Exposure:
+def subtract(
+    science: Exposure, matched: Exposure, kernel: SpatialKernel, *,
+    subtract_background: bool = True,
+) -> Exposure:
     """``D = S − matched − background`` (masked-image arithmetic).
 
     See docs/warp-and-subtract.md#subtraction.
 
-    image: science − matched − background(x, y); variance: var_S + var_matched; mask:
-    science mask (``DETECTED``/``DETECTED_NEGATIVE`` cleared) OR matched mask, with the
-    template planes carried under their ``*_TEMPLATE`` names.
+    image: science − matched − background(x, y) (the background only with
+    ``subtract_background``, ip_diffim's ``doSubtractBackground``); variance: var_S +
+    var_matched; mask: science mask (``DETECTED``/``DETECTED_NEGATIVE`` cleared) OR
+    matched mask, with the template planes carried under their ``*_TEMPLATE`` names.
     """
     sci = science.with_planes(matched.mask_planes)
     sci_mask = sci.mask & ~sci.plane_bitmask(CLEAR_SCIENCE_PLANES)
@@ -197,7 +207,7 @@ def subtract(science: Exposure, matched: Exposure, kernel: SpatialKernel) -> Exp
     x0, y0 = science.xy0
     background = kernel.background_at(
         np.arange(nx, dtype=np.float64)[None, :] + x0, np.arange(ny, dtype=np.float64)[:, None] + y0
-    )
+    ) if subtract_background else 0.0
     image = science.image.astype(np.float64) - matched.image - background
     return sci.with_(
         image=image.astype(np.float32),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from psfmatch import io
-from psfmatch.qa import QA_PLOTS
+from psfmatch.qa import qa_plot_keys
 from psfmatch.steps.ingest import ingest
 from psfmatch.steps.report import qa
 
@@ -23,7 +23,7 @@ DECAM_OVERRIDES = {"detectionConfig": {"detThreshold": 5.0}, "spatialKernelOrder
 def run_qa(workdir: Path, paths: dict[str, Path], psf_match: dict, science: Path) -> dict:
     """qa on the products of chain.run_pair; PNGs under workdir/qa."""
     n_iter = psf_match["maxSpatialIterations"]
-    outputs = {key: str(workdir / "qa" / f"{key}.png") for key in QA_PLOTS}
+    outputs = {key: str(workdir / "qa" / f"{key}.png") for key in qa_plot_keys("qa")}
     (workdir / "qa").mkdir(exist_ok=True)
     drawn = qa(
         science_path=str(science), template_path=str(paths["warped.fits"]),

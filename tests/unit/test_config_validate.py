@@ -157,3 +157,22 @@ def test_config_readme_describes_every_section_and_key():
         # every field is listed, by name or by its family (alard*, lambda*, candidateResidual*)
         assert (f"`{key}`" in psf_match
                 or any(key.startswith(p) for p in ("alard", "lambda", "candidateResidual"))), key
+
+
+@pytest.mark.parametrize("name", ["config", "pairs", "exposures"])
+def test_schema_descriptions_are_whole(name):
+    # An unquoted description with a comma inside a YAML flow mapping ({type: ...,
+    # description: a, b}) is cut at the comma and the rest becomes a key without value.
+    schema = yaml.safe_load((REPO / f"workflow/schemas/{name}.schema.yaml").read_text())
+
+    def none_keys(node, path=""):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if value is None:
+                    yield f"{path}/{key}"
+                yield from none_keys(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                yield from none_keys(value, f"{path}[{i}]")
+
+    assert list(none_keys(schema)) == []

@@ -14,9 +14,12 @@ import yaml
 from psfmatch import io
 from psfmatch.config import (
     DetectionOptions,
+    DiaOptions,
+    DifferenceOptions,
     ModelPsfMatchSection,
     OutputOptions,
     PsfMatchConfig,
+    SubtractConfig,
     WarpOptions,
 )
 from psfmatch.errors import UndeclaredConfigError
@@ -56,8 +59,11 @@ def _known_paths() -> set[str]:
                 walk(hints[f.name], f"{prefix}.{key}")
 
     walk(PsfMatchConfig, "psf_match")
+    walk(SubtractConfig, "subtract")
     for section, cls in (("warp", WarpOptions), ("detection", DetectionOptions),
-                         ("output", OutputOptions), ("model_psf_match", ModelPsfMatchSection)):
+                         ("output", OutputOptions), ("model_psf_match", ModelPsfMatchSection),
+                         ("dia_sources", DiaOptions)):
+                         ("difference", DifferenceOptions)):
         walk(cls, section)
     return known
 

@@ -11,7 +11,9 @@ import yaml
 from tests.snakemake_run import run_snakemake
 
 from psfmatch import io
-from psfmatch.qa import QA_PLOTS
+from psfmatch.dia import COLUMNS, FLAG_BITS
+from psfmatch.qa import QA_PLOTS, qa_plot_keys
+from psfmatch.steps.dia_qa import qa_dia
 from psfmatch.steps.fields import step_config
 from psfmatch.steps.report import qa
 
@@ -290,7 +292,7 @@ def test_run_summary_marks_the_failed_pair_with_its_error(finished_run):
     good, empty = row["good"], row["empty"]
     metrics = io.read_json(workdir / "results/good/metrics.json")
     assert summary["status"][good] == "ok"
-    assert summary["plots"][good] == "8/8"
+    assert summary["plots"][good] == f"{len(QA_PLOTS)}/{len(QA_PLOTS)}"
     assert summary["kernel_sum"][good] == metrics["kernel_sum"]
     assert summary["n_used"][good] == metrics["candidates"]["used_in_final_fit"]
     assert summary["residual_clipped_std"][good] == metrics["difference"]["clipped_std"]
@@ -298,7 +300,7 @@ def test_run_summary_marks_the_failed_pair_with_its_error(finished_run):
     assert summary["failed_step"][empty] == "detect"
     assert "InsufficientCandidatesError: pair 'empty': no kernel candidates detected" in \
         summary["error"][empty]
-    assert summary["plots"][empty] == "0/8"
+    assert summary["plots"][empty] == f"0/{len(QA_PLOTS)}"
     assert "pair 'empty' failed" in run.stderr
 
 
@@ -311,7 +313,7 @@ def test_qa_plots_are_drawn_from_the_products(finished_run, tmp_path):
     config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
     out = workdir / "results" / "good"
     last = config["psf_match"]["maxSpatialIterations"] - 1
-    outputs = {key: str(tmp_path / f"{key}.png") for key in QA_PLOTS}
+    outputs = {key: str(tmp_path / f"{key}.png") for key in qa_plot_keys("qa")}
     drawn = qa(
         science_path=out / "input/science.fits", template_path=out / "warp/template.fits",
         difference_path=out / "difference.fits", kernel_path=out / "kernel.fits",
@@ -319,7 +321,7 @@ def test_qa_plots_are_drawn_from_the_products(finished_run, tmp_path):
         ksum_paths=[out / f"iter{i}/ksum.parquet" for i in range(last + 1)],
         stamps_path=out / "select/stamps.fits", metrics_path=out / "metrics.json",
         outputs=outputs, config=step_config("qa", config), label="pair 'good'")
-    for key in QA_PLOTS:  # the workflow's PNGs are these plots
+    for key in outputs:  # the workflow's PNGs are these plots
         assert Path(outputs[key]).read_bytes() == (out / f"qa/{key}.png").read_bytes(), key
     table = io.read_table(out / "final/candidates.parquet").columns
     metrics = io.read_json(out / "metrics.json")
@@ -356,7 +358,8 @@ def test_report_of_a_partly_failed_run_opens_in_chromium(finished_run, tmp_path)
     images = {p for p, mime in seen["results"].items() if mime == "image/png"}
     assert images == {f"results/good/qa/{k}.png" for k in
                       ("images", "candidates", "kernel_basis", "kernel_mosaic", "spatial_model",
-                       "kernel_sum", "residual_histogram", "worst_stamps")}
+                       "kernel_sum", "residual_histogram", "worst_stamps", "dia_detections",
+                       "dia_cutouts")}
     for path in images:  # every plot was shown, at its own size
         assert seen["shown"][path]["img_width"] == png_size(workdir / path)[0], path
     summary = seen["shown"]["results/qa/summary.html"]["text"]
@@ -366,3 +369,111 @@ def test_report_of_a_partly_failed_run_opens_in_chromium(finished_run, tmp_path)
     assert seen["console"] == []
     assert seen["external"] == []  # offline: nothing fetched but the file and its data URIs
     assert png_size(screenshot)[0] > 0
+
+
+# ---------------------------------------------------------------------- DIA sources
+def test_dia_products_and_the_run_catalogue_of_the_pairs_that_succeeded(finished_run, tmp_path):
+    """The good pair's catalogue, cut-outs and plots; the empty pair (failed upstream) costs
+    only its own rows; counts per flag in the run summary."""
+    workdir, run = finished_run
+    out = workdir / "results" / "good"
+    table = io.read_table(out / "dia_sources.parquet")
+    c = table.columns
+    assert list(c) == list(COLUMNS), run.stderr
+    assert table.units["x"] == "pix"
+    assert table.units["psf_flux"] == "ADU"
+    assert table.metadata["flag_bits"] == dict(FLAG_BITS)
+    assert (workdir / "logs/detect_dia_sources/good.log").is_file()
+    assert (workdir / "benchmarks/detect_dia_sources/good.tsv").is_file()
+    # Bright transients (>= 3000 ADU: S/N >= ~20 on the demo's 200-ADU sky with FWHM 4.5)
+    # away from masked pixels are all found within 1 px, brighter in the science image.
+    src = io.read_table(workdir / "results/simulated/good/sources.parquet").columns
+    diff = io.read_exposure(out / "difference.fits")
+    t = (src["kind"] == "transient") & src["in_frame"] & (src["flux_science"] >= 3000)
+    col, row = np.rint(src["x"][t]).astype(int), np.rint(src["y"][t]).astype(int)
+    inside = (col >= 5) & (col < diff.shape[1] - 5) & (row >= 5) & (row < diff.shape[0] - 5)
+    masked = np.array([diff.mask[r - 5:r + 6, q - 5:q + 6].any() if ok else True
+                       for q, r, ok in zip(col, row, inside, strict=True)])
+    x, y = src["x"][t][~masked], src["y"][t][~masked]
+    assert x.size >= 3
+    dist = np.hypot(c["x"][None, :] - x[:, None], c["y"][None, :] - y[:, None])
+    j = dist.argmin(axis=1)
+    assert np.all(dist[np.arange(x.size), j] < 1.0)
+    assert not c["is_negative"][j].any()
+    stamps, _ = io.read_arrays(out / "dia_cutouts.fits", ("SCIENCE", "TEMPLATE", "DIFFERENCE"))
+    assert stamps["DIFFERENCE"].shape == (c["id"].size, 63, 63)
+    # the run-level catalogue: the good pair's rows with their pair id; the empty pair has none
+    catalogue = io.read_table(workdir / "results/dia_sources.parquet")
+    assert list(catalogue.columns) == ["pair", *COLUMNS]
+    assert set(catalogue.columns["pair"]) == {"good"}
+    np.testing.assert_array_equal(catalogue.columns["psf_flux"], c["psf_flux"])
+    assert catalogue.metadata["pairs"] == {"good": "ok", "empty": "missing"}
+    summary = io.read_table(workdir / "results/qa/summary.parquet")
+    row = list(summary.columns["pair"]).index("good")
+    assert summary.columns["n_dia_sources"][row] == c["id"].size
+    counts = summary.metadata["dia_flag_counts"]["good"]
+    assert counts == {n: int(np.count_nonzero(c["flags"] & (1 << b))) for n, b in FLAG_BITS.items()}
+    # the plots are drawn from these products
+    outputs = {key: str(tmp_path / f"{key}.png") for key in qa_plot_keys("qa_dia")}
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    drawn = qa_dia(difference_path=out / "difference.fits",
+                   catalogue_path=out / "dia_sources.parquet",
+                   cutouts_path=out / "dia_cutouts.fits", outputs=outputs,
+                   config=step_config("qa_dia", config), label="pair 'good'")
+    for key in outputs:
+        assert Path(outputs[key]).read_bytes() == (out / f"qa/{key}.png").read_bytes(), key
+    shown = drawn["dia_detections"].data
+    assert sum(len(shown[k]) for k in ("positive", "negative", "dipole")) == c["id"].size
+    assert drawn["dia_cutouts"].data["ids"].size == min(16, c["id"].size)
+
+
+@pytest.mark.parametrize(("field", "value", "reran"), [
+    ("threshold", 6.0, {"detect_dia_sources", "qa_dia"}),
+    ("gallery_size", 4, {"qa_dia"}),
+])
+def test_changing_a_dia_sources_field_reruns_only_the_dia_steps(finished_run, field, value,
+                                                                reran):
+    workdir, _ = finished_run
+    config = _base_config(["good"])
+    config["dia_sources"][field] = value
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    # the afterburner is its own rule: only it and the QA plots read its result
+    ("doDecorrelation", False, {"decorrelate", "qa"}),
+    # the mode is decided after the warp: everything from there on, nothing before
+    ("mode", "convolveScience", {"subtraction_mode", "detect", "select", "fit_single_kernels",
+                                 "kernel_sum_clip", "spatial_fit", "assess", "final_kernel",
+                                 "convolve", "decorrelate", "qa"}),
+])
+def test_a_subtract_field_reruns_only_its_step_and_what_follows(finished_run, key, value,
+                                                                expected):
+    workdir, _ = finished_run
+    config = _base_config(["good"])
+    config["subtract"][key] = value
+    _write_config(workdir, config, ["good"])
+    try:
+        dry = run_snakemake(workdir, "-n", "--cores", "2")
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert set(_jobs(dry.stdout)) == reran | {"all"}, dry.stdout
+    finally:
+        _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
+        assert set(_jobs(dry.stdout)) - {"all"} == expected, dry.stdout
+    finally:
+        _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
+
+
+def test_the_final_difference_is_decorrelated_with_its_psf_and_mode_record(finished_run):
+    workdir, _ = finished_run
+    out = workdir / "results" / "good"
+    metrics = io.read_json(out / "metrics.json")
+    assert metrics["mode"]["mode"] == "convolveTemplate"
+    assert metrics["mode"]["requested"] == "auto"
+    assert metrics["decorrelation"]["applied"] is True
+    assert metrics["template_coverage"] == 1.0
+    # the raw convolve output keeps today's difference; the final one is whitened
+    raw = io.read_exposure(out / "convolve/difference.fits")
+    final = io.read_exposure(out / "difference.fits")
+    np.testing.assert_array_equal(raw.mask, final.mask)
+    assert not np.array_equal(raw.image, final.image)
+    psf = io.read_psf_model(out / "difference_psf.fits").image_at(0.0, 0.0)
+    assert float(psf.sum()) == pytest.approx(1.0, abs=1e-9)
+    assert io.read_kernel(out / "kernel.fits").metadata["maps"] == "template->science"

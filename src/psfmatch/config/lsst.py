@@ -23,9 +23,13 @@ from typing import Any, ClassVar, get_type_hints
 from psfmatch.errors import ConfigError
 
 __all__ = [
+    "CONVOLVE_MODES",
+    "DecorrelateConfig",
     "DetectionConfig",
     "ModelPsfMatchConfig",
     "PsfMatchConfig",
+    "ScaleVarianceConfig",
+    "SubtractConfig",
     "WarpingConfig",
 ]
 
@@ -371,3 +375,77 @@ class ModelPsfMatchConfig(_LsstMapped):
             constant_variance_weighting=True,
             scale_by_fwhm=False,
         )
+
+
+#: ``AlardLuptonSubtractConfig.mode`` values.
+CONVOLVE_MODES = ("auto", "convolveTemplate", "convolveScience")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecorrelateConfig(_LsstMapped):
+    """``DecorrelateALKernelConfig`` (docs/configuration.md#subtract-block)."""
+
+    ignore_mask_planes: tuple[str, ...] = _f("ignoreMaskPlanes", (
+        "INTRP", "EDGE", "DETECTED", "SAT", "CR", "BAD", "NO_DATA", "DETECTED_NEGATIVE"))
+    complete_var_plane_propagation: bool = _f("completeVarPlanePropagation", False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleVarianceConfig(_LsstMapped):
+    """``ScaleVarianceConfig`` (meas_algorithms): the planes left out and the largest factor."""
+
+    mask_planes: tuple[str, ...] = _f("maskPlanes", (
+        "DETECTED", "DETECTED_NEGATIVE", "BAD", "SAT", "NO_DATA", "INTRP"))
+    limit: float = _f("limit", 10.0)
+
+    def __post_init__(self) -> None:
+        if not self.limit >= 1.0:
+            msg = f"limit must be >= 1, got {self.limit}"
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubtractConfig(_LsstMapped):
+    """``AlardLuptonSubtractConfig``'s own fields (docs/configuration.md#subtract-block).
+
+    The kernel fit (``makeKernel``) is the ``psf_match`` block; the source-selection
+    fields ``maxKernelSources`` and ``excludeMaskPlanes`` are ``detection.max_candidates``
+    and ``detection.exclude_mask_planes``.
+    """
+
+    mode: str = _f("mode", "convolveTemplate")
+    do_decorrelation: bool = _f("doDecorrelation", True)
+    decorrelate: DecorrelateConfig = field(
+        default_factory=DecorrelateConfig, metadata={"lsst": "decorrelate"}
+    )
+    required_template_fraction: float = _f("requiredTemplateFraction", 0.1)
+    min_template_fraction_for_expected_success: float = _f(
+        "minTemplateFractionForExpectedSuccess", 0.2)
+    do_scale_variance: bool = _f("doScaleVariance", True)
+    scale_variance: ScaleVarianceConfig = field(
+        default_factory=ScaleVarianceConfig, metadata={"lsst": "scaleVariance"}
+    )
+    do_subtract_background: bool = _f("doSubtractBackground", False)
+    bad_mask_planes: tuple[str, ...] = _f("badMaskPlanes", ("NO_DATA", "BAD", "SAT", "EDGE"))
+    preserve_template_mask: tuple[str, ...] = _f(
+        "preserveTemplateMask", ("NO_DATA", "BAD", "HIGH_VARIANCE"))
+    rename_template_mask: tuple[str, ...] = _f(
+        "renameTemplateMask", ("SAT", "INJECTED", "INJECTED_CORE"))
+    preserve_mask_planes: tuple[str, ...] = _f("preserveMaskPlanes", (
+        "INJECTED", "INJECTED_CORE", "INJECTED_TEMPLATE", "INJECTED_CORE_TEMPLATE"))
+
+    def __post_init__(self) -> None:
+        if self.mode not in CONVOLVE_MODES:
+            msg = f"mode must be one of {CONVOLVE_MODES}, got {self.mode!r}"
+            raise ConfigError(msg)
+        for attr in ("required_template_fraction", "min_template_fraction_for_expected_success"):
+            if not 0.0 <= getattr(self, attr) <= 1.0:
+                msg = f"{_lsst_of(type(self), attr)} must be in [0, 1], got {getattr(self, attr)}"
+                raise ConfigError(msg)
+
+
+def _lsst_of(cls: type, attr: str) -> str:
+    for f in fields(cls):
+        if f.name == attr:
+            return f.metadata["lsst"]
+    return attr

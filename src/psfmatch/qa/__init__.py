@@ -18,6 +18,7 @@ module                 figures
 :mod:`.kernels`        ``kernel_basis``, ``kernel_mosaic``, ``spatial_model``,
                        ``kernel_sum``
 :mod:`.residuals`      ``residual_histogram``, ``worst_stamps``
+:mod:`.dia`            ``dia_detections``, ``dia_cutouts``
 :mod:`.summary`        the run summary as HTML
 =====================  ========================================================
 
@@ -29,11 +30,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["QA_PLOTS", "QaPlotSpec"]
+__all__ = ["QA_PLOTS", "QaPlotSpec", "qa_plot_keys"]
 
 
 class QaPlotSpec(NamedTuple):
-    """One QA plot: what it shows, and where the report files it.
+    """One QA plot: what it shows, where the report files it, and which rule draws it.
 
     The report caption is ``workflow/report/qa_<key>.rst``; the PNG is
     ``results/<pair>/qa/<key>.png``.
@@ -42,6 +43,7 @@ class QaPlotSpec(NamedTuple):
     description: str
     subcategory: str
     label: str
+    rule: str = "qa"
 
 
 #: The QA plots of a pair, in the report's order: key -> :class:`QaPlotSpec`.
@@ -61,4 +63,13 @@ QA_PLOTS: dict[str, QaPlotSpec] = {
                                      "3 residuals", "difference / sigma histogram"),
     "worst_stamps": QaPlotSpec("stamps of the worst candidates", "3 residuals",
                                "worst candidates"),
+    "dia_detections": QaPlotSpec("DIA sources over the difference image", "4 DIA sources",
+                                 "DIA detections", rule="qa_dia"),
+    "dia_cutouts": QaPlotSpec("science / template / difference cut-outs of the brightest "
+                              "DIA sources", "4 DIA sources", "DIA cut-outs", rule="qa_dia"),
 }
+
+
+def qa_plot_keys(rule: str) -> tuple[str, ...]:
+    """Keys of :data:`QA_PLOTS` drawn by ``rule`` (``"qa"`` or ``"qa_dia"``), in order."""
+    return tuple(key for key, spec in QA_PLOTS.items() if spec.rule == rule)

@@ -32,8 +32,14 @@ def images_plot(
     *,
     xy0: tuple[int, int] = (0, 0),
     title: str = "",
+    convolved: str | None = None,
+    difference_name: str = "difference",
 ) -> QaPlot:
     """Science, warped template and difference side by side with the same stretch.
+
+    ``convolved`` (``"template"`` or ``"science"``) marks the panel of the image the
+    kernel convolved, and the figure title says it; ``difference_name`` titles the third
+    panel (``"score"`` for the preconvolution variant).
 
     The stretch is the science image's zscale range ``w = high − low`` (asinh), applied
     to every panel as ``[m − (median_S − low), m + (high − median_S)]`` around that
@@ -48,13 +54,16 @@ def images_plot(
     fig = Figure(figsize=(15, 5.4), layout="constrained")
     axes = fig.subplots(1, 3, sharex=True, sharey=True)
     limits = []
-    for ax, image, name in zip(axes, (science, template, difference),
-                               ("science", "warped template", "difference"), strict=True):
+    names = ["science", "warped template", difference_name]
+    if convolved is not None:
+        names[0 if convolved == "science" else 1] += " (convolved)"
+        fig.suptitle(f"convolved: {convolved}")
+    for ax, image, name in zip(axes, (science, template, difference), names, strict=True):
         m = float(np.nanmedian(image)) if np.isfinite(image).any() else 0.0
         lims = (m - below, m + above)
         limits.append(lims)
         show_image(ax, image, *lims, origin_xy=xy0)
-        ax.set_title(f"{title + ': ' if title and name == 'science' else ''}{name} "
+        ax.set_title(f"{title + ': ' if title and name.startswith('science') else ''}{name} "
                      f"[{lims[0]:.4g}, {lims[1]:.4g}]")
         ax.set_xlabel("x (pixel)")
     axes[0].set_ylabel("y (pixel)")

@@ -13,6 +13,8 @@ module                      steps (= rules)
 :mod:`.solve`               ``fit_single_kernels``, ``kernel_sum_clip``, ``spatial_fit``
                             (also rule ``final_kernel``), ``assess``
 :mod:`.difference`          ``convolve``
+:mod:`.subtraction`         ``subtraction_mode``, ``preconvolve``
+:mod:`.finalize`            ``decorrelate`` (the final difference or score image)
 :mod:`.model_psf`           ``model_psf_kernel``, ``model_psf_convolve``
 :mod:`.report`              ``qa``
 :mod:`.summary`             the run summary (``pair_outcome``, ``qa_summary``)

@@ -28,9 +28,12 @@ from psfmatch.config import (
     AL,
     DF,
     DetectionOptions,
+    DiaOptions,
+    DifferenceOptions,
     ModelPsfMatchSection,
     OutputOptions,
     PsfMatchConfig,
+    SubtractConfig,
     WarpOptions,
 )
 from psfmatch.errors import UndeclaredConfigError
@@ -122,13 +125,30 @@ STEP_READS: dict[str, StepReads] = {
                                   "kernelSumClipping", "maxKsumSigma")},
     ),
     "assess": StepReads(_RESIDUALS + _pm("spatialKernelClipping", "nStarPerCell")),
-    "convolve": StepReads(_pm("nStarPerCell", "maxSpatialConditionNumber")),
+    "convolve": StepReads(_pm("nStarPerCell", "maxSpatialConditionNumber") + (
+        "subtract.doSubtractBackground", "subtract.preserveTemplateMask",
+        "subtract.renameTemplateMask", "subtract.preserveMaskPlanes")),
     "qa": StepReads(_pm("sizeCellX", "sizeCellY", "nStarPerCell", "badMaskPlanes")),
     "model_psf_kernel": StepReads(
         ("model_psf_match.target", "model_psf_match.kernel_sum", "model_psf_match.psf_match",
          "model_psf_match.kernel"),
     ),
     "model_psf_convolve": StepReads(),
+    "detect_dia_sources": StepReads(tuple(
+        f"dia_sources.{f.name}" for f in fields(DiaOptions) if f.name not in DiaOptions.QA_FIELDS
+    )),
+    "qa_dia": StepReads(tuple(f"dia_sources.{name}" for name in DiaOptions.QA_FIELDS)),
+    # subtraction modes: the mode decision, the preconvolved science image, decorrelation
+    "subtraction_mode": StepReads(
+        ("subtract.mode", "subtract.requiredTemplateFraction",
+         "subtract.minTemplateFractionForExpectedSuccess", "difference.preconvolution"),
+    ),
+    "preconvolve": StepReads(("subtract.badMaskPlanes",)),
+    "decorrelate": StepReads(
+        ("subtract.doDecorrelation", "subtract.decorrelate", "subtract.doScaleVariance",
+         "subtract.scaleVariance", "difference.decorrelation_grid", "difference.zero_point",
+         "difference.zero_point_key"),
+    ),
 }
 
 
@@ -189,6 +209,9 @@ _SECTIONS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "detection": lambda block: DetectionOptions.from_dict(block, where="detection"),
     "output": lambda block: OutputOptions.from_dict(block, where="output"),
     "model_psf_match": lambda block: ModelPsfMatchSection.from_dict(block),
+    "dia_sources": lambda block: DiaOptions.from_dict(block, where="dia_sources"),
+    "subtract": lambda block: SubtractConfig.from_lsst(block, where="subtract"),
+    "difference": lambda block: DifferenceOptions.from_dict(block, where="difference"),
 }
 
 
@@ -237,8 +260,9 @@ class StepConfig:
     """What a step function receives: its part of the config, read through its record.
 
     ``StepConfig("select", params)`` gives ``.psf_match``, ``.detection``, ``.warp``,
-    ``.output`` and ``.model_psf_match`` as the config objects of :mod:`psfmatch.config`
-    (defaults for what the params leave out), on which reading an undeclared field raises
+    ``.output``, ``.model_psf_match``, ``.subtract``, ``.difference`` and ``.dia_sources``
+    as the config objects of :mod:`psfmatch.config` (defaults for what the params leave
+    out), on which reading an undeclared field raises
     :class:`~psfmatch.errors.UndeclaredConfigError`. :meth:`block` returns a section as
     received (for provenance in the products). Params may hold more than the step reads
     (a caller passing the whole config): only reads are checked.

@@ -23,6 +23,7 @@ from psfmatch.errors import (
 )
 from psfmatch.select import check_overlap, common_region, cut_stamps, select_candidates
 from psfmatch.steps.fields import StepConfig
+from psfmatch.steps.subtraction import fitting_exposures, fitting_fwhms, read_mode
 
 __all__ = ["detect", "select", "warp"]
 
@@ -69,20 +70,26 @@ def detect(
     psf_path: str,
     config: Mapping[str, Any],
     label: str,
+    mode_path: str | None = None,
 ) -> None:
     """Detect kernel candidates and measure both PSF FWHMs.
 
     Pixels with ``detectionConfig.badMaskPlanes`` or ``detection.exclude_mask_planes``
     cannot be part of a detection (so a bad column is not mistaken for a source).
-    Detection runs on the template if ``detOnTemplate`` (the image that gets convolved),
-    else on the science image. FWHMs come from the exposures' PSF models when present,
-    else from adaptive moments of the bright (S/N >= 50) candidates in each image.
+    Detection runs on the image that gets convolved if ``detOnTemplate`` (the template,
+    or the science image when ``mode_path`` says convolveScience), else on the other.
+    FWHMs come from the exposures' PSF models when present, else from adaptive moments
+    of the bright (S/N >= 50) candidates in each image; ``psf.json`` keeps the
+    astronomical roles (``template``, ``science``).
     """
     cfg = StepConfig("detect", config)
     det = cfg.psf_match.detection
     template = io.read_exposure(template_path)
     science = io.read_exposure(science_path)
-    image = template if det.det_on_template else science
+    mode = read_mode(mode_path)
+    convolved, matched_to = fitting_exposures(template, science, mode)
+    image = convolved if det.det_on_template else matched_to
+    detected_on = mode["roles"]["template" if det.det_on_template else "science"]
     table = detect_candidates(
         image,
         threshold=det.det_threshold,
@@ -95,7 +102,7 @@ def detect(
     )
     n = len(table["id"])
     logger.info("%s: %d detections on the %s", label, n,
-                "template" if det.det_on_template else "science image")
+                "template" if detected_on == "template" else "science image")
     if n == 0:
         msg = f"{label}: no kernel candidates detected"
         raise InsufficientCandidatesError(msg, {"detected": 0})
@@ -133,8 +140,15 @@ def select(
     output_stamps: str,
     config: Mapping[str, Any],
     label: str,
+    mode_path: str | None = None,
 ) -> None:
     """Vet candidates, assign spatial cells, cut ``2·g + 1`` stamps.
+
+    ``mode_path`` (``mode/mode.json``) gives the fitting roles: in convolveScience the
+    science image is the fit's "template" (the image convolved, stamps ``T_*``) and the
+    template its "science", and the kernel size follows from the FWHMs in those roles
+    (:func:`psfmatch.steps.subtraction.fitting_fwhms`;
+    docs/subtraction-modes.md#fitting-roles). Without it the template is convolved.
 
     Stamps touching ``badMaskPlanes`` or ``detection.exclude_mask_planes`` in either
     image are rejected (ip_diffim's production selector also excludes ``BAD``; a bad
@@ -146,14 +160,14 @@ def select(
     """
     cfg = StepConfig("select", config)
     pm = cfg.psf_match
-    psf = io.read_json(psf_path)
-    choice = choose_basis(pm, target_fwhm=psf["template"]["fwhm"],
-                          reference_fwhm=psf["science"]["fwhm"])
+    mode = read_mode(mode_path)
+    target, reference = fitting_fwhms(io.read_json(psf_path), mode)
+    choice = choose_basis(pm, target_fwhm=target, reference_fwhm=reference)
     det = pm.detection
     grow = (int(det.fp_grow_kernel_scaling * choice.kernel_size + 0.5)
             if det.scale_by_fwhm else det.fp_grow_pix)
-    template = io.read_exposure(template_path)
-    science = io.read_exposure(science_path)
+    template, science = fitting_exposures(io.read_exposure(template_path),
+                                          io.read_exposure(science_path), mode)
     found = io.read_table(candidates_path).columns
     try:
         check_overlap(template, science, pm.size_cell_x, pm.size_cell_y)

@@ -17,7 +17,7 @@ from psfmatch.candidates import active_set, worst_candidates
 from psfmatch.diagnostics import normalised_residual
 from psfmatch.errors import PsfMatchError
 from psfmatch.exposure import planes_bitmask
-from psfmatch.qa import QA_PLOTS
+from psfmatch.qa import qa_plot_keys
 from psfmatch.qa.images import candidates_plot, images_plot
 from psfmatch.qa.kernels import basis_plot, kernel_sum_plot, mosaic_plot, spatial_model_plot
 from psfmatch.qa.residuals import residual_histogram_plot, worst_stamps_plot
@@ -44,14 +44,15 @@ def qa(
 ) -> dict[str, Any]:
     """Draw the QA plots of one pair from its products and write them as PNGs.
 
-    ``outputs`` maps every key of :data:`psfmatch.qa.QA_PLOTS` to a path.
+    ``outputs`` maps every key of :data:`psfmatch.qa.QA_PLOTS` that this rule draws
+    (``qa_plot_keys("qa")``) to a path.
     ``candidates_path`` is the final candidate table (every candidate with its status,
     stage and reason); ``ksum_paths`` the kernel-sum tables of all iterations (their
     metadata hold the clipping passes). Returns the :class:`~psfmatch.qa._common.QaPlot`
     of every plot (figure and the data it shows), keyed as ``outputs``, so that callers
     can check them.
     """
-    missing = sorted(set(QA_PLOTS) - set(outputs))
+    missing = sorted(set(qa_plot_keys("qa")) - set(outputs))
     if missing:
         raise PsfMatchError(f"{label}: QA outputs {missing} not given")
     pm = StepConfig("qa", config).psf_match
@@ -68,8 +69,11 @@ def qa(
         io.write_figure(outputs[key], plot.figure)
         drawn[key] = plot
 
+    mode = metrics.get("mode") or {}
     save("images", images_plot(science.image, template.image, difference.image,
-                               xy0=science.xy0, title=label))
+                               xy0=science.xy0, title=label, convolved=mode.get("convolved"),
+                               difference_name=metrics.get("difference", {}).get(
+                                   "image", "difference")))
     good = columns["status"] == "GOOD"
     used = active_set(columns["cell"], columns["rank"], good, pm.n_star_per_cell)
     region = table.metadata.get("region") or list(science.bbox)

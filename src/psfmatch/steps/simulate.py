@@ -50,10 +50,20 @@ def simulated_psf(*, truth_path: str, output_path: str) -> None:
     """Write the constant PSF image of a simulated template (``truth.json`` params).
 
     The simulator renders template stars with :class:`psfmatch.synth.SimulatedPsf` of
-    ``template_fwhm``; this is that model's image, for the model-PSF-matching demo.
+    ``template_fwhm``; this is that model's image, for the model-PSF-matching demo (with
+    ``blurrier="template"``, the blurred template's PSF at the image centre).
     """
     params = io.read_json(truth_path)["params"]
-    psf = synth.SimulatedPsf(float(params["template_fwhm"]) / SIGMA_TO_FWHM)
-    io.write_psf_image(output_path, psf.image_at(0.0, 0.0), metadata={
-        "PSFMODEL": "simulated_template", "PSFFWHM": float(params["template_fwhm"]),
+    if params.get("blurrier", "science") == "template":
+        # the blurred template: its PSF (varying) at the image centre
+        sim = synth.SimulationParams.from_dict(
+            {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+        kernel = synth.TruthKernel.from_params(sim)
+        psf = synth.SimulatedPsf(sim.sharp_fwhm / SIGMA_TO_FWHM, kernel)
+        image, fwhm = psf.image_at(*kernel.centre), psf.fwhm
+    else:
+        psf = synth.SimulatedPsf(float(params["template_fwhm"]) / SIGMA_TO_FWHM)
+        image, fwhm = psf.image_at(0.0, 0.0), float(params["template_fwhm"])
+    io.write_psf_image(output_path, image, metadata={
+        "PSFMODEL": "simulated_template", "PSFFWHM": fwhm,
     })

@@ -43,6 +43,7 @@ from psfmatch.pca import pca_refit
 from psfmatch.regularization import LambdaRule, regularization_matrix
 from psfmatch.spatial import SpatialFunction, fit_spatial_reducing_order
 from psfmatch.steps.fields import StepConfig
+from psfmatch.steps.subtraction import fitting_fwhms, read_mode
 
 __all__ = ["assess", "fit_single_kernels", "iteration_number", "kernel_sum_clip", "spatial_fit"]
 
@@ -65,8 +66,12 @@ def fit_single_kernels(
     output_kernels: str,
     config: Mapping[str, Any],
     label: str,
+    mode_path: str | None = None,
 ) -> None:
     """Fit a kernel to every selected candidate, with residual clipping.
+
+    The stamps are in the fitting roles ``select`` cut them in; ``mode_path`` gives the
+    same roles for the basis sizing (:func:`psfmatch.steps.subtraction.fitting_fwhms`).
 
     Basis: Alard–Lupton (degrees chosen by BIC votes of the active candidates when
     ``useBicForKernelBasis``) or delta functions, regularized by ``λH`` when
@@ -75,9 +80,8 @@ def fit_single_kernels(
     """
     cfg = StepConfig("fit_single_kernels", config)
     pm = cfg.psf_match
-    psf = io.read_json(psf_path)
-    choice = choose_basis(pm, target_fwhm=psf["template"]["fwhm"],
-                          reference_fwhm=psf["science"]["fwhm"])
+    target, reference = fitting_fwhms(io.read_json(psf_path), read_mode(mode_path))
+    choice = choose_basis(pm, target_fwhm=target, reference_fwhm=reference)
     selected = io.read_table(candidates_path)
     table = dict(selected.columns)
     t_stamps, s_stamps, ids, meta = io.read_stamps(stamps_path)
@@ -252,6 +256,7 @@ def spatial_fit(
     config: Mapping[str, Any],
     iteration: int | str,
     label: str,
+    mode_path: str | None = None,
 ) -> None:
     """Joint spatial kernel + background fit over the active candidates.
 
@@ -260,7 +265,10 @@ def spatial_fit(
     table, with the refit's rejections, is written to ``output_candidates``. With
     ``calculateKernelUncertainty`` the kernel carries the covariance of its coefficients
     (``kernel.fits`` ``COVARIANCE``). ``iteration`` is the spatial iteration, or
-    ``"final"`` for the fit on the survivors of the last assessment.
+    ``"final"`` for the fit on the survivors of the last assessment. With ``mode_path``
+    (``mode/mode.json``; rule ``final_kernel``) the kernel's metadata record which image
+    it convolves: ``maps`` = ``"template->science"`` or ``"science->template"``
+    (docs/subtraction-modes.md#kernel-direction).
     """
     cfg = StepConfig("spatial_fit", config)
     pm = cfg.psf_match
@@ -329,7 +337,7 @@ def spatial_fit(
         background_coefficients=fit.background_coefficients if bg_function else np.zeros(0),
         background_function=bg_function,
         covariance=fit.covariance,
-        metadata={"basis": basis_meta, "iteration": iteration,
+        metadata={**_direction(mode_path), "basis": basis_meta, "iteration": iteration,
                   "n_candidates": int(active.sum()), "n_unknowns": fit.n_unknowns,
                   "condition_number": fit.condition_number,
                   "spatial_order_attempts": solved.attempts,
@@ -343,6 +351,17 @@ def spatial_fit(
     io.write_table(output_candidates, table, units=_XY_UNITS,
                    metadata={**data.metadata, "step": "spatial_fit", "iteration": iteration,
                              "psf_match": cfg.block("psf_match")})
+
+
+def _direction(mode_path: str | None) -> dict[str, Any]:
+    """Kernel metadata saying which image the kernel maps onto which (empty without mode)."""
+    if mode_path is None:
+        return {}
+    roles = io.read_json(mode_path)
+    convolved, matched_to = roles["roles"]["template"], roles["roles"]["science"]
+    if roles.get("preconvolution"):
+        matched_to = "preconvolved science"
+    return {"maps": f"{convolved}->{matched_to}", "convolved": convolved}
 
 
 def assess(

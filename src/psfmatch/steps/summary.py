@@ -27,8 +27,13 @@ QA_SUMMARY_COLUMNS: tuple[str, ...] = (
     "pair", "status", "failed_step", "error", "kernel_sum", "spatial_condition_number",
     "verdict", "n_candidates", "n_used", "n_good", "n_rejected", "residual_mean",
     "residual_std", "residual_clipped_mean", "residual_clipped_std", "plots",
+    "n_dia_sources", "n_dia_unflagged", "dia_flags",
     "registration", "registration_n_matches", "registration_rms_pix", "warnings",
 )
+
+#: Steps whose failure leaves a pair without a product (not only without plots): a pair
+#: whose ``metrics.json`` exists is still ``failed`` when one of these failed last.
+PRODUCT_STEPS_AFTER_METRICS: tuple[str, ...] = ("detect_dia_sources",)
 
 
 def pair_outcome(
@@ -38,6 +43,7 @@ def pair_outcome(
     plot_paths: list[str] | tuple[str, ...],
     logs: Mapping[str, str],
     warp_path: str | None = None,
+    dia_path: str | None = None,
 ) -> dict[str, Any]:
     """One row of the run summary: the pair's health from whatever products and logs exist.
 
@@ -49,6 +55,12 @@ def pair_outcome(
       recently written such log gives ``status = "failed"``, ``failed_step`` and ``error``;
     * else ``status = "incomplete"`` (not run yet, interrupted, or killed without a
       Python error, e.g. by a batch system time limit).
+
+    With ``dia_path`` (the pair's ``dia_sources.parquet``): ``n_dia_sources``,
+    ``n_dia_unflagged`` (``flags == 0``) and ``dia_flags`` (``"NAME count"`` for every
+    flag set on at least one source, in bit order) when it exists; when it does not and
+    the DIA step's log records the most recent error, the pair is ``failed`` there (e.g.
+    the bad-subtraction gate), although its difference exists.
 
     ``warp_path`` (the pair's ``warp.json``, when it exists) gives the registration
     columns: the method (``wcs`` or ``sources``), and for ``sources`` the number of
@@ -87,9 +99,13 @@ def pair_outcome(
             residual_clipped_std=diff.get("clipped_std"),
             warnings="; ".join(metrics.get("warnings") or []),
         )
-        if failures and n_plots < len(plot_paths):  # the products exist, the QA step failed
+        row.update(_dia_counts(dia_path))
+        dia_missing = dia_path is not None and row["n_dia_sources"] is None
+        if failures and (n_plots < len(plot_paths) or dia_missing):
             _, step, error, path = max(failures)
             row.update(failed_step=step, error=f"{error} (log: {path})")
+            if dia_missing and step in PRODUCT_STEPS_AFTER_METRICS:
+                row["status"] = "failed"
         return row
     if failures:
         _, step, error, path = max(failures)
@@ -101,13 +117,32 @@ def pair_outcome(
     return row
 
 
+def _dia_counts(dia_path: str | None) -> dict[str, Any]:
+    """Summary columns of a pair's DIA catalogue (None where it does not exist)."""
+    if dia_path is None or not Path(dia_path).is_file():
+        return {"n_dia_sources": None, "n_dia_unflagged": None, "dia_flags": "",
+                "dia_flag_counts": {}}
+    table = io.read_table(dia_path)
+    flags = np.asarray(table.columns["flags"], dtype=np.int64)
+    bits = table.metadata.get("flag_bits", {})
+    counts = [(bit, name, int(np.count_nonzero(flags & (1 << int(bit)))))
+              for name, bit in bits.items()]
+    return {"n_dia_sources": int(flags.size),
+            "n_dia_unflagged": int(np.count_nonzero(flags == 0)),
+            "dia_flags": ", ".join(f"{name} {n}" for _, name, n in sorted(counts) if n),
+            "dia_flag_counts": {name: n for _, name, n in sorted(counts)}}
+
+
 def qa_summary(
     *,
     rows: list[Mapping[str, Any]],
     table_path: str,
     html_path: str,
 ) -> None:
-    """Write the per-run summary (one row per pair) as Parquet and as an HTML table."""
+    """Write the per-run summary (one row per pair) as Parquet and as an HTML table.
+
+    The Parquet metadata also holds ``dia_flag_counts``: pair -> flag -> sources with it.
+    """
 
     def column(name: str) -> np.ndarray:
         values = [row.get(name) for row in rows]
@@ -120,8 +155,10 @@ def qa_summary(
 
     columns = {name: column(name) for name in QA_SUMMARY_COLUMNS}
     counts = {s: int((columns["status"] == s).sum()) for s in ("ok", "failed", "incomplete")}
+    dia = {str(row["pair"]): row["dia_flag_counts"] for row in rows if row.get("dia_flag_counts")}
     io.write_table(table_path, columns, metadata={"step": "qa_summary", "counts": counts,
-                                                  "missing_integer": -1})
+                                                  "missing_integer": -1,
+                                                  "dia_flag_counts": dia})
     title = "psfmatch run summary: " + ", ".join(f"{n} {s}" for s, n in counts.items())
     io.write_text(html_path, summary_html(rows, columns=QA_SUMMARY_COLUMNS, title=title))
     logger.info("run summary %s written to %s", counts, table_path)

@@ -101,7 +101,10 @@ def make_pair(params: SimulationParams) -> SimulatedPair:
     output. The science image is the template scene rendered on a grid padded by
     ``kernel_size // 2 + 1``, correlated with the truth kernel, cropped (no edge effects),
     plus background, transients and variable-flux changes (rendered with the local
-    science PSF); see the module docstring for the full model.
+    science PSF); see the module docstring for the full model. With
+    ``blurrier="template"`` the roles of the two images are exchanged: the blurred image
+    (with the background) is the template, the sharp one (with the transients and
+    variable changes, sharp PSF) the science image.
     """
     p = params
     rng_scene, rng_tn, rng_sn, rng_art = (np.random.default_rng(s)
@@ -109,7 +112,7 @@ def make_pair(params: SimulationParams) -> SimulatedPair:
     ny, nx = p.shape
     x0, y0 = p.xy0
     kernel = TruthKernel.from_params(p)
-    sig_t = p.template_fwhm / SIGMA_TO_FWHM
+    sig_t = p.sharp_fwhm / SIGMA_TO_FWHM  # the scene's (sharp image's) PSF
     centre = np.asarray(kernel.centre)
     rot = _rotation(p.template_offset[2])
     shift_t = np.asarray(p.template_offset[:2])
@@ -169,30 +172,50 @@ def make_pair(params: SimulationParams) -> SimulatedPair:
     else:
         template0 = padded[pad:-pad, pad:-pad].copy()
 
-    science0 = kernel.apply(padded, xy0=(x0 - pad, y0 - pad))[pad:-pad, pad:-pad]
+    blurred = kernel.apply(padded, xy0=(x0 - pad, y0 - pad))[pad:-pad, pad:-pad]
     yy = np.arange(ny, dtype=np.float64)[:, None] + y0
     xx = np.arange(nx, dtype=np.float64)[None, :] + x0
     truth_stub = Truth(params=p, kernel=kernel, photometric_scale=float(p.photometric_scale),
                        background=p.background, bad_column=p.bad_column)
-    science0 += truth_stub.background_at(xx, yy)
-    # transients and variable deltas with the local science PSF (Gaussian mixture)
-    ex = np.concatenate([tx, vx - p.kernel_shift[0]])
-    ey = np.concatenate([ty, vy - p.kernel_shift[1]])
-    eflux = np.concatenate([tflux, vflux_s - p.photometric_scale * vflux_t])
-    w = kernel.weights_at(ex, ey)
-    for fraction, jx, jy in kernel.peaks():
-        for wj, sj in zip(w, kernel.sigmas, strict=True):
-            render_gaussians(science0, ex - jx, ey - jy, fraction * eflux * wj,
-                             math.hypot(sig_t, sj), xy0=p.xy0)
+    blurred += truth_stub.background_at(xx, yy)
+    swapped = p.blurrier == "template"
+    if swapped:
+        # the sharp image is the science image: transients and the variables' changes
+        # (science flux vflux_t (1 + change) against template flux scale * vflux_t)
+        # rendered with the sharp PSF at the scene positions
+        science0, template0 = template0, blurred
+        render_gaussians(science0, np.concatenate([tx, vx]), np.concatenate([ty, vy]),
+                         np.concatenate([tflux, vflux_t * change]), sig_t, xy0=p.xy0)
+    else:
+        science0 = blurred
+        # transients and variable deltas with the local science PSF (Gaussian mixture)
+        ex = np.concatenate([tx, vx - p.kernel_shift[0]])
+        ey = np.concatenate([ty, vy - p.kernel_shift[1]])
+        eflux = np.concatenate([tflux, vflux_s - p.photometric_scale * vflux_t])
+        w = kernel.weights_at(ex, ey)
+        for fraction, jx, jy in kernel.peaks():
+            for wj, sj in zip(w, kernel.sigmas, strict=True):
+                render_gaussians(science0, ex - jx, ey - jy, fraction * eflux * wj,
+                                 math.hypot(sig_t, sj), xy0=p.xy0)
 
     wcs_s = _make_wcs(p, centre, np.eye(2))
     wcs_t = _make_wcs(p, centre + shift_t, _rotation(-p.template_offset[2]))
     psf_t = SimulatedPsf(sig_t)
     psf_s = SimulatedPsf(sig_t, kernel)
-    template, cr_t = _finish(p, template0, p.sky_template, rng_tn, rng_art, "template",
-                             psf_t, wcs_t)
-    science, cr_s = _finish(p, science0, p.sky_science, rng_sn, rng_art, "science",
-                            psf_s, wcs_s)
+    if swapped:
+        psf_t, psf_s = psf_s, psf_t
+    if swapped:
+        # noise and artefact streams follow the image (sharp first), so that with equal
+        # skies and no transients or variables the pair is the forward pair, roles swapped
+        science, cr_s = _finish(p, science0, p.sky_science, rng_tn, rng_art, "science",
+                                psf_s, wcs_s)
+        template, cr_t = _finish(p, template0, p.sky_template, rng_sn, rng_art, "template",
+                                 psf_t, wcs_t)
+    else:
+        template, cr_t = _finish(p, template0, p.sky_template, rng_tn, rng_art, "template",
+                                 psf_t, wcs_t)
+        science, cr_s = _finish(p, science0, p.sky_science, rng_sn, rng_art, "science",
+                                psf_s, wcs_s)
 
     def in_frame(x, y):
         return (x >= x0 - 0.5) & (x < x0 + nx - 0.5) & (y >= y0 - 0.5) & (y < y0 + ny - 0.5)
@@ -203,27 +226,47 @@ def make_pair(params: SimulationParams) -> SimulatedPair:
         row = np.clip(np.rint(y - y0).astype(int), 0, ny - 1)
         return inside & exp.plane("SAT")[row, col]
 
-    stx, sty = to_template(sx, sy)
-    gtx, gty = to_template(gx, gy)
-    vtx, vty = to_template(vx, vy)
-    cats = {
-        "stars": {"x": sx, "y": sy, "x_template": stx, "y_template": sty,
-                  "flux_template": sflux, "flux_science": p.photometric_scale * sflux,
-                  "in_frame": in_frame(sx, sy),
-                  "saturated": sat_at(template, stx, sty)
-                  | sat_at(science, sx - p.kernel_shift[0], sy - p.kernel_shift[1])},
-        "galaxies": {"x": gx, "y": gy, "x_template": gtx, "y_template": gty,
-                     "flux_template": gflux, "flux_science": p.photometric_scale * gflux,
-                     "sigma_major": g_major, "axis_ratio": g_q, "position_angle": g_pa,
-                     "in_frame": in_frame(gx, gy)},
-        "transients": {"x": tx, "y": ty, "flux_science": tflux},
-        "variables": {"x": vx, "y": vy, "x_template": vtx, "y_template": vty,
-                      "flux_template": vflux_t, "flux_science": vflux_s,
-                      "flux_difference": vflux_s - p.photometric_scale * vflux_t},
-        "cosmic_rays_template": cr_t,
-        "cosmic_rays_science": cr_s,
-    }
-    truth = Truth(params=p, kernel=kernel, photometric_scale=float(p.photometric_scale),
-                  background=p.background, bad_column=p.bad_column, catalogues=cats)
+    s = p.photometric_scale
+    if swapped:  # template centroids are moved by the kernel shift; fluxes scale by s
+        dx, dy = p.kernel_shift
+        vflux_s = vflux_t * (1.0 + change)
+        cats = {
+            "stars": {"x": sx, "y": sy, "x_template": sx - dx, "y_template": sy - dy,
+                      "flux_template": s * sflux, "flux_science": sflux,
+                      "in_frame": in_frame(sx, sy),
+                      "saturated": sat_at(template, sx - dx, sy - dy) | sat_at(science, sx, sy)},
+            "galaxies": {"x": gx, "y": gy, "x_template": gx - dx, "y_template": gy - dy,
+                         "flux_template": s * gflux, "flux_science": gflux,
+                         "sigma_major": g_major, "axis_ratio": g_q, "position_angle": g_pa,
+                         "in_frame": in_frame(gx, gy)},
+            "variables": {"x": vx, "y": vy, "x_template": vx - dx, "y_template": vy - dy,
+                          "flux_template": s * vflux_t, "flux_science": vflux_s,
+                          "flux_difference": vflux_s - vflux_t},
+        }
+    else:
+        stx, sty = to_template(sx, sy)
+        gtx, gty = to_template(gx, gy)
+        vtx, vty = to_template(vx, vy)
+        cats = {
+            "stars": {"x": sx, "y": sy, "x_template": stx, "y_template": sty,
+                      "flux_template": sflux, "flux_science": s * sflux,
+                      "in_frame": in_frame(sx, sy),
+                      "saturated": sat_at(template, stx, sty)
+                      | sat_at(science, sx - p.kernel_shift[0], sy - p.kernel_shift[1])},
+            "galaxies": {"x": gx, "y": gy, "x_template": gtx, "y_template": gty,
+                         "flux_template": gflux, "flux_science": s * gflux,
+                         "sigma_major": g_major, "axis_ratio": g_q, "position_angle": g_pa,
+                         "in_frame": in_frame(gx, gy)},
+            "variables": {"x": vx, "y": vy, "x_template": vtx, "y_template": vty,
+                          "flux_template": vflux_t, "flux_science": vflux_s,
+                          "flux_difference": vflux_s - s * vflux_t},
+        }
+    cats["transients"] = {"x": tx, "y": ty, "flux_science": tflux}
+    cats = {k: cats[k] for k in ("stars", "galaxies", "transients", "variables")}
+    cats["cosmic_rays_template"] = cr_t
+    cats["cosmic_rays_science"] = cr_s
+    truth = Truth(params=p, kernel=kernel, photometric_scale=float(s),
+                  background=p.background, bad_column=p.bad_column, catalogues=cats,
+                  convolved="science" if swapped else "template")
     return SimulatedPair(template=template, science=science, truth=truth)
 

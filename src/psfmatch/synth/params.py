@@ -30,7 +30,9 @@ class SimulationParams:
     seed : int
         Root of the ``SeedSequence`` all random streams derive from.
     template_fwhm, science_fwhm : float
-        Gaussian PSF FWHM (px) of the template and, at the image centre, the science.
+        Gaussian PSF FWHM (px) of the template and, at the image centre, the science
+        (with ``blurrier="template"``: of the science image and, at the centre, the
+        template).
     kernel_width_gradient : float
         ``(sigma_max - sigma_min) / sigma_centre`` of the matching kernel's width between
         the two extreme corners along ``kernel_gradient_angle``; in ``[0, 1)``.
@@ -90,6 +92,14 @@ class SimulationParams:
         (RA, Dec) in degrees of the tangent point (science image centre).
     xy0 : (int, int)
         Parent coordinate of array element ``[0, 0]`` of both images.
+    blurrier : {"science", "template"}
+        Which output image is the blurred one, ``K ⋆ scene + b``. ``"science"`` (default):
+        the truth kernel maps the template onto the science image. ``"template"``: the
+        sharp image is written as the science image (with the transients and variable
+        changes) and the blurred one as the template; ``template_fwhm > science_fwhm``;
+        the truth kernel maps the science image onto the template (``T = K ⋆ S + b``,
+        sum ``photometric_scale`` = template counts per science count);
+        ``template_offset`` must be zero.
     """
 
     shape: tuple[int, int] = (1024, 1024)
@@ -125,6 +135,17 @@ class SimulationParams:
     pixel_scale: float = 0.2
     sky_centre: tuple[float, float] = (150.0, 2.0)
     xy0: tuple[int, int] = (0, 0)
+    blurrier: str = "science"
+
+    @property
+    def sharp_fwhm(self) -> float:
+        """FWHM (px) of the sharp image's Gaussian PSF (the scene's)."""
+        return self.science_fwhm if self.blurrier == "template" else self.template_fwhm
+
+    @property
+    def blurred_fwhm(self) -> float:
+        """FWHM (px) of the blurred image's PSF at the image centre."""
+        return self.template_fwhm if self.blurrier == "template" else self.science_fwhm
 
     def __post_init__(self) -> None:  # noqa: C901 - a flat list of checks
         tuples = {"shape": 2, "kernel_shift": 2, "tracking_jump": 3, "background": 3,
@@ -165,9 +186,19 @@ class SimulationParams:
             _fail("kernel_size", self.kernel_size, "odd and >= 3")
         if min(ny, nx) < 2 * self.kernel_size:
             _fail("shape", self.shape, f"at least 2 * kernel_size = {2 * self.kernel_size} px")
-        if self.science_fwhm <= self.template_fwhm:
+        if self.blurrier not in ("science", "template"):
+            _fail("blurrier", self.blurrier, "'science' or 'template'")
+        if self.blurrier == "science" and self.science_fwhm <= self.template_fwhm:
             _fail("science_fwhm", self.science_fwhm,
                   f"> template_fwhm = {self.template_fwhm} (the kernel convolves the template)")
+        if self.blurrier == "template":
+            if self.template_fwhm <= self.science_fwhm:
+                _fail("template_fwhm", self.template_fwhm,
+                      f"> science_fwhm = {self.science_fwhm} with blurrier='template'")
+            if any(v != 0.0 for v in self.template_offset):
+                _fail("template_offset", self.template_offset,
+                      "zero with blurrier='template' (the blurred image is made on the "
+                      "science grid)")
         if self.kernel_width_gradient >= 1.0:
             _fail("kernel_width_gradient", self.kernel_width_gradient, "< 1")
         if not 0.0 <= self.tracking_jump[2] < 1.0:
@@ -211,7 +242,7 @@ class SimulationParams:
 
 def kernel_sigmas(params: SimulationParams) -> tuple[float, float]:
     """Widths ``(sigma_1, sigma_2)`` of the two kernel basis Gaussians (px)."""
-    sig_k2 = (params.science_fwhm**2 - params.template_fwhm**2) / SIGMA_TO_FWHM**2
+    sig_k2 = (params.blurred_fwhm**2 - params.sharp_fwhm**2) / SIGMA_TO_FWHM**2
     g = params.kernel_width_gradient
     d = math.sqrt(max(0.0, 1.0 - (1.0 - 0.5 * g * g) ** 2))
     return (math.sqrt(sig_k2 * (1.0 - d)), math.sqrt(sig_k2 * (1.0 + d)))

@@ -15,9 +15,13 @@ from psfmatch.synth.truth import TruthKernel
 
 
 def science_psf_fwhm_at(params: SimulationParams, x: Any, y: Any) -> np.ndarray:
-    """Second-moment FWHM :math:`2.355 \\sqrt{\\sigma_T^2 + \\sigma_K^2(1 + d m)}` (px)."""
+    """Second-moment FWHM :math:`2.355 \\sqrt{\\sigma_T^2 + \\sigma_K^2(1 + d m)}` (px).
+
+    The blurred image's PSF: the science image's, or the template's for
+    ``blurrier="template"`` (:math:`\\sigma_T` is then the science image's width).
+    """
     kernel = TruthKernel.from_params(params)
-    sig_t = params.template_fwhm / SIGMA_TO_FWHM
+    sig_t = params.sharp_fwhm / SIGMA_TO_FWHM
     w = kernel.weights_at(x, y)
     var = sum(wj * s**2 for wj, s in zip(w, kernel.sigmas, strict=True))
     return SIGMA_TO_FWHM * np.sqrt(sig_t**2 + var)

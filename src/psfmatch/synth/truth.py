@@ -127,6 +127,12 @@ class Truth:
     x_template, y_template, flux_template, flux_science, flux_difference
     (``= flux_science - scale * flux_template``); ``cosmic_rays_template`` /
     ``cosmic_rays_science``: one row per hit pixel, hit (index), x, y, flux.
+
+    ``convolved`` is the image the truth kernel convolves: ``"template"`` (``S = K ⋆ T +
+    b``) or, for ``blurrier="template"``, ``"science"`` (``T = K ⋆ S + b``). Then
+    x, y are the science centroids, the template's are ``(x, y) - kernel_shift``,
+    ``flux_template = scale * flux_science`` and ``flux_difference = flux_science -
+    flux_template / scale`` (science counts).
     """
 
     params: SimulationParams
@@ -135,6 +141,7 @@ class Truth:
     background: tuple[float, float, float]
     bad_column: int | None
     catalogues: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    convolved: str = "template"
 
     def background_at(self, x: Any, y: Any) -> np.ndarray:
         """Differential background :math:`b_0 + b_x u + b_y v` (ADU) at parent ``(x, y)``."""
@@ -149,7 +156,8 @@ class Truth:
         return {"params": self.params.to_dict(), "kernel": self.kernel.to_dict(),
                 "photometric_scale": float(self.photometric_scale),
                 "background": [float(b) for b in self.background],
-                "bad_column": None if self.bad_column is None else int(self.bad_column)}
+                "bad_column": None if self.bad_column is None else int(self.bad_column),
+                "convolved": self.convolved}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any],
@@ -159,7 +167,8 @@ class Truth:
                    kernel=TruthKernel.from_dict(data["kernel"]),
                    photometric_scale=float(data["photometric_scale"]),
                    background=tuple(data["background"]), bad_column=data["bad_column"],
-                   catalogues=dict(catalogues or {}))
+                   catalogues=dict(catalogues or {}),
+                   convolved=data.get("convolved", "template"))
 
 
 def source_table(truth: Truth) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -168,9 +177,11 @@ def source_table(truth: Truth) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     Columns: ``kind`` (star, galaxy, transient, variable), ``x``, ``y`` (science parent
     px; scene position, see :class:`Truth`), ``x_template``, ``y_template`` (NaN for
     transients), ``flux_template``, ``flux_science``, ``flux_difference``
-    (``flux_science - scale * flux_template``), ``in_frame``.
+    (``flux_science - scale * flux_template``, or ``flux_science - flux_template / scale``
+    when the truth kernel convolves the science image), ``in_frame``.
     """
     cats, scale = truth.catalogues, truth.photometric_scale
+    to_science = 1.0 / scale if truth.convolved == "science" else scale
     k = truth.kernel
     lo = np.asarray(k.centre) - np.asarray(k.half_extent) - 0.5
     hi = np.asarray(k.centre) + np.asarray(k.half_extent) + 0.5
@@ -185,7 +196,7 @@ def source_table(truth: Truth) -> tuple[dict[str, np.ndarray], dict[str, str]]:
             "x_template": c.get("x_template", np.full(n, np.nan)),
             "y_template": c.get("y_template", np.full(n, np.nan)),
             "flux_template": ft, "flux_science": c["flux_science"],
-            "flux_difference": c["flux_science"] - scale * ft,
+            "flux_difference": c["flux_science"] - to_science * ft,
             "in_frame": (c["x"] >= lo[0]) & (c["x"] < hi[0]) & (c["y"] >= lo[1])
             & (c["y"] < hi[1]),
         })
