@@ -62,8 +62,7 @@ def _known_paths() -> set[str]:
     walk(SubtractConfig, "subtract")
     for section, cls in (("warp", WarpOptions), ("detection", DetectionOptions),
                          ("output", OutputOptions), ("model_psf_match", ModelPsfMatchSection),
-                         ("dia_sources", DiaOptions)):
-                         ("difference", DifferenceOptions)):
+                         ("dia_sources", DiaOptions), ("difference", DifferenceOptions)):
         walk(cls, section)
     return known
 

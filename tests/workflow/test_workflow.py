@@ -436,13 +436,23 @@ def test_changing_a_dia_sources_field_reruns_only_the_dia_steps(finished_run, fi
     workdir, _ = finished_run
     config = _base_config(["good"])
     config["dia_sources"][field] = value
+    _write_config(workdir, config, ["good"])
+    try:
+        dry = run_snakemake(workdir, "-n", "--cores", "2")
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert set(_jobs(dry.stdout)) == reran | {"all"}, dry.stdout
+    finally:
+        _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
+
+
 @pytest.mark.parametrize(("key", "value", "expected"), [
     # the afterburner is its own rule: only it and the QA plots read its result
-    ("doDecorrelation", False, {"decorrelate", "qa"}),
+    ("doDecorrelation", False, {"decorrelate", "qa", "detect_dia_sources", "qa_dia"}),
     # the mode is decided after the warp: everything from there on, nothing before
     ("mode", "convolveScience", {"subtraction_mode", "detect", "select", "fit_single_kernels",
                                  "kernel_sum_clip", "spatial_fit", "assess", "final_kernel",
-                                 "convolve", "decorrelate", "qa"}),
+                                 "convolve", "decorrelate", "qa", "detect_dia_sources",
+                                 "qa_dia"}),
 ])
 def test_a_subtract_field_reruns_only_its_step_and_what_follows(finished_run, key, value,
                                                                 expected):
@@ -453,9 +463,6 @@ def test_a_subtract_field_reruns_only_its_step_and_what_follows(finished_run, ke
     try:
         dry = run_snakemake(workdir, "-n", "--cores", "2")
         assert dry.returncode == 0, dry.stdout + dry.stderr
-        assert set(_jobs(dry.stdout)) == reran | {"all"}, dry.stdout
-    finally:
-        _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
         assert set(_jobs(dry.stdout)) - {"all"} == expected, dry.stdout
     finally:
         _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])
