@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from psfmatch.config import WarpingConfig, WarpOptions
-from psfmatch.errors import PsfMatchError
+from psfmatch.errors import PsfMatchError, RegistrationError
 from psfmatch.exposure import Exposure
-from psfmatch.register import AffineTransform, RegistrationError, register_exposures
+from psfmatch.register import AffineTransform, register_exposures
 from psfmatch.warp import warp_exposure, wcs_overlap_fraction
 from psfmatch.warp_transform import warp_exposure_pixels
 

@@ -18,6 +18,7 @@ __all__ = [
     "PairsSheetError",
     "PsfMatchError",
     "PsfModelError",
+    "RegistrationError",
     "TemplateCoverageError",
     "UndeclaredConfigError",
     "VarianceScaleError",
@@ -153,3 +154,46 @@ class BadSubtractionError(PsfMatchError, RuntimeError):
 
     def __reduce__(self):  # keep the numbers through pickling (multiprocessing, Snakemake)
         return (type(self), (self.label, self.failed, self.value, self.limit, self.quality))
+
+
+class RegistrationError(PsfMatchError, RuntimeError):
+    """Two exposures cannot be registered by their sources.
+
+    ``n_matches``, ``rms`` (px; NaN when no transform was fitted), the limits
+    ``min_matches`` and ``max_rms`` and the source counts are attributes, and the message
+    states them. Built from a message alone (as ``type(err)(text)`` re-raises do), the
+    numbers are None and the message is the text as given.
+    """
+
+    _NUMBERS = ("n_matches", "rms", "min_matches", "max_rms", "n_science", "n_template",
+                "note")
+
+    def __init__(self, message: str, *, n_matches: int | None = None, rms: float | None = None,
+                 min_matches: int | None = None, max_rms: float | None = None,
+                 n_science: int | None = None, n_template: int | None = None,
+                 note: str = "") -> None:
+        self.bare_message = message
+        self.n_matches, self.min_matches = n_matches, min_matches
+        self.n_science, self.n_template = n_science, n_template
+        self.rms, self.max_rms = rms, max_rms
+        self.note = note
+        if n_matches is None:
+            super().__init__(message + note)
+            return
+        super().__init__(
+            f"{message}: {n_matches} matched sources (need >= {min_matches}), "
+            f"rms {rms:.3g} px (limit {max_rms:g} px); {n_science} science "
+            f"and {n_template} template sources{note}")
+
+    def with_note(self, note: str) -> RegistrationError:
+        """The same error (numbers kept) with ``note`` appended to its message."""
+        numbers = {k: getattr(self, k) for k in self._NUMBERS}
+        numbers["note"] = self.note + note
+        return RegistrationError(self.bare_message, **numbers)
+
+    def __reduce__(self):  # keep the numbers through pickling (multiprocessing, Snakemake)
+        return (_rebuild_error, (self.bare_message, {k: getattr(self, k) for k in self._NUMBERS}))
+
+
+def _rebuild_error(message: str, kw: dict[str, Any]) -> RegistrationError:
+    return RegistrationError(message, **kw)

@@ -15,8 +15,7 @@ import pytest
 from psfmatch import io
 from psfmatch.align import align_template, choose_registration
 from psfmatch.config import PsfMatchConfig, RegistrationOptions, WarpOptions
-from psfmatch.errors import WarpError
-from psfmatch.register import RegistrationError
+from psfmatch.errors import RegistrationError, WarpError
 from psfmatch.steps.fields import step_config
 from psfmatch.steps.prepare import warp
 from psfmatch.synth import SimulationParams, make_pair
