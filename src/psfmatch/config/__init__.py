@@ -5,11 +5,14 @@
   ``subtract`` (``AlardLuptonSubtractConfig``): the one mapping between ip_diffim's
   CamelCase field names and our PEP 8 attributes.
 * :mod:`psfmatch.config.sections`: our snake_case sections (``warp`` with its ``sources``
-  sub-block, ``detection``, ``output``, ``difference``, ``dia_sources``) and ``model_psf_match``.
+  sub-block, ``detection``, ``output``, ``difference``) and ``model_psf_match``;
+  :mod:`psfmatch.config.dia`: the ``dia_sources`` section.
+* :mod:`psfmatch.config.validate`: config validation with one line per mistake.
 
-Every default lives in one of these two modules.
+Every default lives in one of these modules.
 """
 
+from psfmatch.config.dia import DiaOptions
 from psfmatch.config.lsst import (
     AL,
     BASIS_DEFAULTS,
@@ -24,7 +27,6 @@ from psfmatch.config.lsst import (
 )
 from psfmatch.config.sections import (
     DetectionOptions,
-    DiaOptions,
     DifferenceOptions,
     ModelPsfMatchSection,
     OutputOptions,

@@ -13,7 +13,7 @@ Public entry points:
 No function here reads or writes files.
 """
 
-from psfmatch.config.sections import DiaOptions
+from psfmatch.config.dia import DiaOptions
 from psfmatch.dia.catalogue import (
     COLUMNS,
     DiaCatalogue,

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from psfmatch.config.sections import DiaOptions
+from psfmatch.config.dia import DiaOptions
 from psfmatch.dia.dipole import fit_dipole, pair_peaks
 from psfmatch.dia.filtering import matched_filter, noise_peak_density
 from psfmatch.dia.flags import FLAG_BITS, FLAG_DESCRIPTIONS

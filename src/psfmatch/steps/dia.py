@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from psfmatch import io
-from psfmatch.config.sections import DiaOptions
+from psfmatch.config.dia import DiaOptions
 from psfmatch.dia import detect_and_measure, make_cutouts
 from psfmatch.dia.catalogue import COLUMNS, DiaCatalogue
 from psfmatch.dia.flags import FLAG_BITS, FLAG_DESCRIPTIONS
