@@ -1,10 +1,7 @@
 """psfmatch: PSF-matched image subtraction in the manner of LSST ip_diffim."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("psfmatch")
-except PackageNotFoundError:  # imported from a source tree without installation
-    __version__ = "0.1.0"
+#: The package version; equals ``[project] version`` in pyproject.toml (a unit test
+#: checks). Static, so that importing psfmatch costs no package-metadata lookup.
+__version__ = "0.1.0"
 
 __all__ = ["__version__"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import fft
 
 from psfmatch.cpus import available_cpus
 
@@ -57,6 +56,8 @@ def correlate(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     -------
     ndarray, shape (ny, nx), float64
     """
+    from scipy import fft
+
     kernel = _check_kernel(kernel)
     image = np.asarray(image, dtype=np.float64)
     # correlation == convolution with the kernel flipped on both axes; cropping the

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy import fft
 
 from psfmatch.cpus import available_cpus
 from psfmatch.exposure import Exposure, remap_mask_bits
@@ -106,6 +105,8 @@ def convolve_exposure(
     * edges (``doCopyEdge``): the ``k // 2`` border keeps the input pixel values (image,
       variance) and gets the ``EDGE`` bit.
     """
+    from scipy import fft
+
     k = kernel.kernel_size
     half = k // 2
     ny, nx = template.shape
@@ -155,6 +156,8 @@ def _correlate_ft(
     image_ft: np.ndarray, kernel: np.ndarray, fshape: list[int], shape: tuple[int, int]
 ) -> np.ndarray:
     """Same-size correlation of the image whose rfft2 is ``image_ft`` with ``kernel``."""
+    from scipy import fft
+
     k = kernel.shape[0]
     half = k // 2
     kernel_ft = fft.rfft2(kernel[::-1, ::-1].astype(np.float32), fshape, workers=available_cpus())
@@ -166,6 +169,8 @@ def _blockwise_variance(
     variance: np.ndarray, kernel: SpatialKernel, block: int, xy0: tuple[int, int]
 ) -> np.ndarray:
     """``V ⋆ K²`` with ``K`` taken at the centre of each ``block × block`` region."""
+    from scipy import fft
+
     ny, nx = variance.shape
     half = kernel.kernel_size // 2
     out = np.zeros((ny, nx), dtype=np.float32)

@@ -28,8 +28,8 @@ from typing import Any
 #: (PEP 562), so a step that writes a table does not pay for the sheet validator or
 #: the PSFEx reader at start-up.
 _WHERE = {
-    "DECAM_CP_MASK_VALUES": "_convert",
-    "ZTF_MASK_BITS": "_convert",
+    "DECAM_CP_MASK_VALUES": "_raw",
+    "ZTF_MASK_BITS": "_raw",
     "read_json": "documents",
     "write_figure": "documents",
     "write_json": "documents",

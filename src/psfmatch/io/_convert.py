@@ -9,7 +9,6 @@ afw-layout file. Used by :mod:`psfmatch.io.exposures`.
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +20,9 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from psfmatch.errors import ConfigError, ExposureError, InputFileError
 from psfmatch.exposure import DEFAULT_MASK_PLANES, MAX_MASK_BIT
-from psfmatch.io._fits import STRUCTURAL_CARDS, Hdu, check_2d, find_hdu, load_fits, where_in
+from psfmatch.io._cards import STRUCTURAL_CARDS, WCS_CARDS
+from psfmatch.io._fits import Hdu, check_2d, find_hdu, load_fits, where_in
+from psfmatch.io._raw import DECAM_CP_MASK_VALUES, ZTF_MASK_BITS
 from psfmatch.psf import ImagePsf
 
 __all__ = [
@@ -39,44 +40,6 @@ __all__ = [
 
 logger = logging.getLogger("psfmatch.io")
 
-#: ZTF ``mskimg`` bit index -> LSST plane (from the ``BITnn`` cards of the mask header).
-#: Bits 13-15 are "reserved" and left unmapped. Bits 1 and 11 flag sources.
-ZTF_MASK_BITS: dict[int, str] = {
-    0: "STREAK",  # aircraft/satellite track
-    1: "DETECTED",  # contains SExtractor detection
-    2: "BAD",  # low responsivity
-    3: "BAD",  # high responsivity
-    4: "SUSPECT",  # noisy
-    5: "SUSPECT",  # ghost from bright source
-    6: "SUSPECT",  # possible ghost from charge spillage
-    7: "CR",  # pixel spike (possible radiation hit)
-    8: "SAT",  # saturated
-    9: "BAD",  # dead (unresponsive)
-    10: "NO_DATA",  # NaN
-    11: "DETECTED",  # contains PSF-extracted source position
-    12: "SUSPECT",  # halo from bright source
-}
-
-#: DECam Community Pipeline ``ood`` integer code -> LSST plane (0 = good). Bleed
-#: trails (4) go to ``SAT``, as afw/ISR flags them, so every consumer that masks
-#: saturation also masks bleeds.
-DECAM_CP_MASK_VALUES: dict[int, str] = {
-    1: "BAD",
-    2: "NO_DATA",
-    3: "SAT",
-    4: "SAT",  # bleed trail
-    5: "CR",
-    6: "SUSPECT",  # low weight
-    7: "SUSPECT",  # transient (differs from other exposures)
-    8: "STREAK",
-}
-
-
-_WCS_CARDS = re.compile(
-    r"^(WCSAXES|WCSNAME|CTYPE\d|CRPIX\d|CRVAL\d|CDELT\d|CUNIT\d|CROTA\d|CD\d_\d|PC\d_\d|"
-    r"PV\d_\d+|PS\d_\d+|LONPOLE|LATPOLE|RADESYS|RADECSYS|EQUINOX|EPOCH|MJDREF|"
-    r"(A|B|AP|BP)_(ORDER|DMAX|\d+_\d+)|CPDIS\d|CQDIS\d|DP\d.*|DQ\d.*|D2IM.*)[A-Z]?$"
-)
 
 
 def aux_image(path: Any, shape: tuple[int, ...], what: str, image_where: str) -> np.ndarray:
@@ -95,7 +58,7 @@ def header_metadata(*headers: fits.Header) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for header in headers:
         for key, value in header.items():
-            if not key or STRUCTURAL_CARDS.match(key) or _WCS_CARDS.match(key):
+            if not key or STRUCTURAL_CARDS.match(key) or WCS_CARDS.match(key):
                 continue
             if isinstance(value, bool | int | float | str):
                 meta[key] = value

@@ -1,24 +1,20 @@
-"""FITS and file helpers shared by the modules of :mod:`psfmatch.io`.
+"""astropy-based FITS helpers shared by the modules of :mod:`psfmatch.io`.
 
-Every writer of the package goes through :func:`atomic_output`: the data go to a hidden
-temporary file in the destination folder, which is then renamed onto the final name,
-so a killed job never leaves a complete-looking product.
+Files of any layout are read here (:func:`load_fits`); the files psfmatch writes itself
+are read and written without astropy by :mod:`psfmatch.io._lite`. The atomic writer and
+the JSON conversion live in :mod:`psfmatch.io._files` (re-exported here).
 """
 
 from __future__ import annotations
 
-import glob
 import gzip
 import io
 import json
 import logging
 import os
-import re
-import uuid
 import warnings
 import zlib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,6 +22,8 @@ import numpy as np
 from astropy.io import fits
 
 from psfmatch.errors import ExposureError, InputFileError
+from psfmatch.io._cards import PLAIN_KEY, STRUCTURAL_CARDS
+from psfmatch.io._files import atomic_output, jsonable
 from psfmatch.io._raw import scaling_problem, to_float_image
 
 __all__ = [
@@ -45,45 +43,12 @@ __all__ = [
 
 logger = logging.getLogger("psfmatch.io")
 
-#: Header cards that describe the file's structure, not the exposure (never metadata).
-STRUCTURAL_CARDS = re.compile(
-    r"^(SIMPLE|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|XTENSION|EXTNAME|EXTVER|EXTLEVEL|"
-    r"BSCALE|BZERO|BLANK|CHECKSUM|DATASUM|INHERIT|EXTTYPE|"
-    r"LTV\d|LTM\d_\d|COMMENT|HISTORY|MP_.*)$"
-)
-#: A key that fits a plain 8-character FITS card (longer ones use HIERARCH).
-PLAIN_KEY = re.compile(r"^[A-Z0-9_-]{1,8}$")
-
 
 class Hdu(NamedTuple):
     index: int
     name: str
     header: fits.Header
     data: np.ndarray | None
-
-
-# ---------------------------------------------------------------------- atomic writes
-@contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
-
-    The temporary name ends with the final name, so suffix-driven behaviour (``.gz``)
-    is unchanged. On any exception the temporary file is removed; a temporary file of
-    the same product left by a killed writer is removed first.
-    """
-    final = Path(path)
-    # A writer killed earlier (SIGKILL, node failure) leaves its temporary file; the
-    # next write of the same product removes it (one writer per product in a DAG).
-    for stale in final.parent.glob(f".tmp-{'[0-9a-f]' * 12}-{glob.escape(final.name)}"):
-        stale.unlink(missing_ok=True)
-    tmp = final.with_name(f".tmp-{uuid.uuid4().hex[:12]}-{final.name}")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------- FITS helpers
@@ -198,24 +163,6 @@ def put_card(header: fits.Header, key: str, value: Any) -> None:
         header[card_key] = value
     except ValueError as exc:
         raise ExposureError(f"metadata card {key!r} = {value!r}: {exc}") from exc
-
-
-# ---------------------------------------------------------------------- JSON
-def jsonable(obj: Any) -> Any:
-    """Recursively turn numpy scalars/arrays, paths, tuples and sets into JSON types."""
-    if isinstance(obj, Mapping):
-        keys = [k.item() if isinstance(k, np.generic) else k for k in obj]
-        return {k: jsonable(v) for k, v in zip(keys, obj.values(), strict=True)}
-    if isinstance(obj, list | tuple | set | frozenset):
-        items = sorted(obj) if isinstance(obj, set | frozenset) else obj
-        return [jsonable(v) for v in items]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return obj
 
 
 # ---------------------------------------------------------------------- kernels

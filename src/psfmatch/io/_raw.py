@@ -11,6 +11,11 @@ integer array to float32 (exact below :math:`2^{24}`). A scaling that cannot giv
 float32 values (``BZERO``/``BSCALE`` not a finite number, ``BSCALE = 0``, or a range
 beyond :math:`\pm 3.4\times10^{38}`) is refused with :func:`scaling_problem`'s text.
 
+Mask codes
+----------
+External data-quality images: ZTF's bit mask (:data:`ZTF_MASK_BITS`) and the DECam
+Community Pipeline's integer codes (:data:`DECAM_CP_MASK_VALUES`), as named planes.
+
 Saturation
 ----------
 Pixels whose value is at or above a saturation level :math:`L` (in the image's own
@@ -30,8 +35,10 @@ import numpy as np
 from psfmatch.provenance import NOTE_CARDS
 
 __all__ = [
+    "DECAM_CP_MASK_VALUES",
     "NOTE_CARDS",
     "SATURATION_CARDS",
+    "ZTF_MASK_BITS",
     "flag_saturated",
     "saturation_level",
     "scaling_problem",
@@ -44,6 +51,38 @@ logger = logging.getLogger("psfmatch.io")
 SATURATION_CARDS: tuple[str, ...] = ("SATURATE", "SATURATN")
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+#: ZTF ``mskimg`` bit index -> LSST plane (from the ``BITnn`` cards of the mask header).
+#: Bits 13-15 are "reserved" and left unmapped. Bits 1 and 11 flag sources.
+ZTF_MASK_BITS: dict[int, str] = {
+    0: "STREAK",  # aircraft/satellite track
+    1: "DETECTED",  # contains SExtractor detection
+    2: "BAD",  # low responsivity
+    3: "BAD",  # high responsivity
+    4: "SUSPECT",  # noisy
+    5: "SUSPECT",  # ghost from bright source
+    6: "SUSPECT",  # possible ghost from charge spillage
+    7: "CR",  # pixel spike (possible radiation hit)
+    8: "SAT",  # saturated
+    9: "BAD",  # dead (unresponsive)
+    10: "NO_DATA",  # NaN
+    11: "DETECTED",  # contains PSF-extracted source position
+    12: "SUSPECT",  # halo from bright source
+}
+
+#: DECam Community Pipeline ``ood`` integer code -> LSST plane (0 = good). Bleed
+#: trails (4) go to ``SAT``, as afw/ISR flags them, so every consumer that masks
+#: saturation also masks bleeds.
+DECAM_CP_MASK_VALUES: dict[int, str] = {
+    1: "BAD",
+    2: "NO_DATA",
+    3: "SAT",
+    4: "SAT",  # bleed trail
+    5: "CR",
+    6: "SUSPECT",  # low weight
+    7: "SUSPECT",  # transient (differs from other exposures)
+    8: "STREAK",
+}
 
 
 def _number(value: Any) -> bool:

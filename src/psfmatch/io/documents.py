@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from psfmatch.errors import InputFileError
-from psfmatch.io._fits import atomic_output, jsonable
+from psfmatch.io._files import atomic_output, jsonable
 
 __all__ = ["read_json", "write_figure", "write_json", "write_text"]
 

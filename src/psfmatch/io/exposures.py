@@ -16,34 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from astropy.io import fits
 
 from psfmatch.errors import ConfigError, ExposureError, InputFileError, PsfMatchError
 from psfmatch.exposure import DEFAULT_MASK_PLANES, Exposure
-from psfmatch.io._convert import (
+from psfmatch.io._afw import exposure_hdus, read_afw, same_file_content
+from psfmatch.io._afw import wcs_cards as wcs_card_images
+from psfmatch.io._files import copy_product
+from psfmatch.io._lite import LiteUnsupportedError, write_file
+from psfmatch.io._raw import (
     DECAM_CP_MASK_VALUES,
+    NOTE_CARDS,
     ZTF_MASK_BITS,
-    add_plane,
-    afw_extensions,
-    aux_image,
-    convert_mask,
-    estimate_variance,
-    header_metadata,
-    header_xy0,
-    wcs_from_header,
+    flag_saturated,
+    saturation_level,
 )
-from psfmatch.io._fits import (
-    PLAIN_KEY,
-    STRUCTURAL_CARDS,
-    atomic_output,
-    check_2d,
-    find_hdu,
-    load_fits,
-    put_card,
-    where_in,
-)
-from psfmatch.io._raw import NOTE_CARDS, flag_saturated, saturation_level
-from psfmatch.io.psfs import read_psf_model
 
 __all__ = ["MASK_CONVENTIONS", "open_exposure", "read_exposure", "write_exposure"]
 
@@ -140,6 +126,37 @@ def read_exposure(
         raise ConfigError("give at most one of mask_bits and mask_values")
     if layout not in ("auto", "mef", "single"):
         raise ConfigError(f"layout must be 'auto', 'mef' or 'single', got {layout!r}")
+    if not given and mask is None and layout != "single" and saturation in (None, "header") \
+            and (hdu is None or (isinstance(hdu, str) and hdu.upper() == "IMAGE")):
+        try:  # a file psfmatch wrote: read without astropy
+            return read_afw(path)
+        except (LiteUnsupportedError, OSError):
+            pass
+    return _read_any(path, given=given, mask=mask, mask_bits=mask_bits,
+                     mask_values=mask_values, gain=gain, read_noise=read_noise, hdu=hdu,
+                     layout=layout, saturation=saturation)
+
+
+def _read_any(path: str | os.PathLike[str], *, given: dict[str, Any],
+              mask: str | os.PathLike[str] | None, mask_bits: Mapping[int, str] | None,
+              mask_values: Mapping[int, str] | None, gain: float | None,
+              read_noise: float | None, hdu: int | str | None, layout: str,
+              saturation: float | str | None) -> Exposure:
+    """:func:`read_exposure` of any layout, through astropy."""
+    from astropy.io import fits
+
+    from psfmatch.io._convert import (
+        add_plane,
+        afw_extensions,
+        aux_image,
+        convert_mask,
+        estimate_variance,
+        header_metadata,
+        header_xy0,
+        wcs_from_header,
+    )
+    from psfmatch.io._fits import check_2d, find_hdu, load_fits, where_in
+
     path, hdus = load_fits(path, "image file")
     by_name = {h.name: h for h in hdus}
     if layout == "mef":
@@ -210,7 +227,8 @@ def read_exposure(
 
 
 def write_exposure(
-    path: str | os.PathLike[str], exposure: Exposure, *, overwrite: bool = True
+    path: str | os.PathLike[str], exposure: Exposure, *, overwrite: bool = True,
+    same_as: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write ``exposure`` atomically in the LSST afw multi-extension layout.
 
@@ -218,7 +236,8 @@ def write_exposure(
     (int32, planes as ``MP_<NAME> = bit``), ``VARIANCE`` (float32); each extension
     carries the WCS and ``LTV1/2 = -x0/-y0`` (plus afw's ``PHYSICAL`` alternate WCS
     ``A``). A PSF with an ``image`` attribute is written to HDU ``PSF``; other PSF
-    models are not persisted (a warning is logged).
+    models are not persisted (a warning is logged). The bytes are those astropy's
+    writer produces; a ``.fits.gz`` path is written (gzip-compressed) by astropy.
 
     Parameters
     ----------
@@ -228,6 +247,9 @@ def write_exposure(
         What to write.
     overwrite : bool, optional
         If False and ``path`` exists, raise :class:`FileExistsError`.
+    same_as : path-like, optional
+        A file that may already hold exactly these bytes (the input an exposure was read
+        from): if it does, it is copied instead of written (the comparison reads it once).
 
     Returns
     -------
@@ -237,11 +259,40 @@ def write_exposure(
     path = Path(path)
     if not overwrite and path.exists():
         raise FileExistsError(f"{path} exists and overwrite=False")
+    psf_image = None
+    if exposure.psf is not None:
+        if hasattr(exposure.psf, "image"):
+            psf_image = np.asarray(exposure.psf.image, dtype=np.float64)
+        else:
+            logger.warning("PSF %s of %s is not persisted", type(exposure.psf).__name__, path)
+    if path.name.endswith(".gz"):
+        return _write_astropy(path, exposure, psf_image)
+    try:
+        hdus = exposure_hdus(
+            metadata=exposure.metadata, wcs=exposure.wcs, xy0=exposure.xy0,
+            mask_planes=exposure.mask_planes, psf_image=psf_image,
+            arrays={"IMAGE": exposure.image, "MASK": exposure.mask,
+                    "VARIANCE": exposure.variance})
+    except LiteUnsupportedError:
+        return _write_astropy(path, exposure, psf_image)
+    if same_as is not None and same_file_content(same_as, hdus):
+        logger.info("%s: identical to %s; copied", path, same_as)
+        return copy_product(path, same_as)
+    return write_file(path, hdus)
+
+
+def _write_astropy(path: Path, exposure: Exposure, psf_image: np.ndarray | None) -> Path:
+    """:func:`write_exposure` through astropy (gzip-compressed files)."""
+    from astropy.io import fits
+
+    from psfmatch.io._cards import PLAIN_KEY, STRUCTURAL_CARDS
+    from psfmatch.io._fits import atomic_output, put_card
+
     primary = fits.PrimaryHDU()
     for key, value in exposure.metadata.items():
         if not STRUCTURAL_CARDS.match(key):
             put_card(primary.header, key, value)
-    wcs_cards = exposure.wcs.to_header(relax=True) if exposure.wcs is not None else fits.Header()
+    wcs_cards = fits.Header.fromstring("".join(wcs_card_images(exposure.wcs)))
     x0, y0 = exposure.xy0
     arrays = {"IMAGE": exposure.image, "MASK": exposure.mask, "VARIANCE": exposure.variance}
     hdus: list[fits.hdu.base.ExtensionHDU | fits.PrimaryHDU] = [primary]
@@ -260,12 +311,8 @@ def write_exposure(
                 key = f"MP_{plane}"
                 header[key if PLAIN_KEY.match(key) else f"HIERARCH {key}"] = bit
         hdus.append(fits.ImageHDU(data=data, header=header, name=name))
-    if exposure.psf is not None:
-        if hasattr(exposure.psf, "image"):
-            psf_image = np.asarray(exposure.psf.image, dtype=np.float64)
-            hdus.append(fits.ImageHDU(data=psf_image, name="PSF"))
-        else:
-            logger.warning("PSF %s of %s is not persisted", type(exposure.psf).__name__, path)
+    if psf_image is not None:
+        hdus.append(fits.ImageHDU(data=psf_image, name="PSF"))
     with atomic_output(path) as tmp:
         fits.HDUList(hdus).writeto(tmp)
     return path
@@ -325,6 +372,8 @@ def open_exposure(
             **MASK_CONVENTIONS[convention],
         )
         if files.get("psf"):
+            from psfmatch.io.psfs import read_psf_model
+
             exposure = exposure.with_(psf=read_psf_model(files["psf"]))
     except PsfMatchError as err:
         raise type(err)(f"{label}: {err}") from err

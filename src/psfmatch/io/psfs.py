@@ -18,10 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from astropy.io import fits
 
 from psfmatch.errors import ExposureError, InputFileError
-from psfmatch.io._fits import atomic_output, load_fits, put_card, where_in
+from psfmatch.io._cards import PLAIN_KEY, format_card
+from psfmatch.io._lite import (
+    LiteUnsupportedError,
+    image_header,
+    primary_header,
+    read_data,
+    scan,
+    write_file,
+)
 from psfmatch.psf import ImagePsf, PsfexPsf
 
 __all__ = ["has_psf_hdu", "read_psf_model", "write_psf_image"]
@@ -42,6 +49,8 @@ def _psfex_value(hdu: Any, key: str, where: str) -> Any:
 
 
 def _read_psfex(path: Path, hdu: Any) -> PsfexPsf:
+    from psfmatch.io._fits import where_in
+
     where = where_in(path, hdu)
     values = {key: _psfex_value(hdu, key, where) for key in _PSFEX_KEYS}
     if int(values["POLNAXIS"]) != 2 or int(values["POLNGRP"]) != 1:
@@ -90,6 +99,20 @@ def read_psf_model(path: str | os.PathLike[str]) -> ImagePsf | PsfexPsf:
         Missing/corrupt file, a PSFEx table lacking a model quantity, or no usable HDU;
         the message names the file and HDU.
     """
+    try:  # a PSF image psfmatch wrote (or any plain image file): no astropy
+        lite = [h for h in scan(path) if h.kind == "image"]
+        named = [h for h in lite if h.name == "PSF"]
+        chosen = (named or [h for h in lite if len(h.shape) == 2])[:1]
+        if chosen:
+            try:
+                return ImagePsf(read_data(path, chosen[0]))
+            except ExposureError as exc:
+                msg = f"PSF {path} [HDU {chosen[0].index} {chosen[0].name!r}]: {exc}"
+                raise InputFileError(msg) from exc
+    except (LiteUnsupportedError, OSError):
+        pass
+    from psfmatch.io._fits import load_fits, where_in
+
     path, hdus = load_fits(path, "PSF model file")
     for item in hdus:
         if item.data is not None and item.data.dtype.names:
@@ -114,6 +137,12 @@ def read_psf_model(path: str | os.PathLike[str]) -> ImagePsf | PsfexPsf:
 
 def has_psf_hdu(path: str | os.PathLike[str]) -> bool:
     """Whether the FITS file has an image HDU named ``PSF`` (an afw exposure's PSF)."""
+    try:
+        return any(h.name == "PSF" and h.kind == "image" for h in scan(path))
+    except (LiteUnsupportedError, OSError):
+        pass
+    from psfmatch.io._fits import load_fits
+
     _, hdus = load_fits(path, "image file")
     return any(h.name == "PSF" and h.data is not None for h in hdus)
 
@@ -122,9 +151,18 @@ def write_psf_image(
     path: str | os.PathLike[str], image: np.ndarray, *, metadata: Mapping[str, Any] | None = None
 ) -> Path:
     """Write a PSF image as HDU ``PSF`` (float64) with ``metadata`` as header cards (atomic)."""
-    hdu = fits.ImageHDU(np.asarray(image, dtype=np.float64), name="PSF")
+    cards = []
     for key, value in (metadata or {}).items():
-        put_card(hdu.header, key, value)
-    with atomic_output(path) as tmp:
-        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
-    return Path(path)
+        if isinstance(value, np.generic):
+            value = value.item()
+        if not isinstance(value, bool | int | float | str):
+            msg = f"metadata card {key!r} has unsupported type {type(value).__name__}"
+            raise ExposureError(msg)
+        if isinstance(value, float) and not np.isfinite(value):
+            raise ExposureError(f"metadata card {key!r} = {value!r} cannot be stored in FITS")
+        try:
+            cards.append(format_card(key if PLAIN_KEY.match(key) else f"HIERARCH {key}", value))
+        except ValueError as exc:
+            raise ExposureError(f"metadata card {key!r} = {value!r}: {exc}") from exc
+    data = np.asarray(image, dtype=np.float64)
+    return write_file(path, [primary_header(), image_header(data, "PSF", after_name=cards)])

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from psfmatch.errors import InputFileError
-from psfmatch.io._fits import atomic_output, jsonable
+from psfmatch.io._files import atomic_output, jsonable
 
 __all__ = ["TableData", "read_table", "write_table"]
 
