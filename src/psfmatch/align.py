@@ -33,9 +33,9 @@ from psfmatch.errors import PsfMatchError, RegistrationError
 from psfmatch.exposure import Exposure
 from psfmatch.register import AffineTransform, register_exposures
 from psfmatch.warp import warp_exposure, wcs_overlap_fraction
-from psfmatch.warp_transform import warp_exposure_pixels
+from psfmatch.warp_transform import warp_exposure_pixels, warp_kernels
 
-__all__ = ["align_template", "choose_registration"]
+__all__ = ["align_template", "choose_registration", "pass_through_record"]
 
 log = logging.getLogger("psfmatch.warp")
 
@@ -53,6 +53,10 @@ def choose_registration(science: Exposure, template: Exposure, mode: str) -> dic
     has = {"science": science.wcs is not None, "template": template.wcs is not None}
     overlap = (wcs_overlap_fraction(science.wcs, science.shape, template.wcs, template.shape)
                if all(has.values()) else None)
+    return _registration(mode, has, overlap)
+
+
+def _registration(mode: str, has: dict[str, bool], overlap: float | None) -> dict[str, Any]:
     record: dict[str, Any] = {"requested": mode, "wcs_overlap_fraction": overlap}
     if mode in ("wcs", "sources"):
         return {**record, "method": mode, "reason": f"warp.registration is {mode!r}"}
@@ -68,6 +72,33 @@ def choose_registration(science: Exposure, template: Exposure, mode: str) -> dic
         reason = ("the WCSs do not overlap (no science pixel falls on the template through "
                   "them)")
     return {**record, "method": "sources", "reason": reason}
+
+
+def pass_through_record(*, registration: str, warping: WarpingConfig, warp: WarpOptions,
+                        shape: tuple[int, int], coverage_fraction: float) -> dict[str, Any]:
+    """The warp record of a template already on the science grid (nothing resampled).
+
+    For two images whose WCS cards, shape and ``xy0`` are identical (checked by the
+    caller): the grid offset is exactly 0 and the WCS overlap exactly 1, so the template
+    is the warped template, unchanged; ``coverage_fraction`` is its fraction of pixels
+    without ``NO_DATA``. Same keys as :func:`align_template`'s record for a copied
+    template; ``registration`` as :func:`choose_registration` gives it (``auto`` or
+    ``wcs``; raises ValueError for ``sources``, which always registers by stars).
+    """
+    if registration not in ("auto", "wcs"):
+        raise ValueError(f"a pass-through needs registration auto or wcs, got {registration!r}")
+    options = warp_kernels(warping.warping_kernel_name, warping.mask_warping_kernel_name,
+                           warping.interp_length, warping.grow_full_mask,
+                           warp.same_grid_tolerance_pix)
+    choice = _registration(registration, {"science": True, "template": True}, 1.0)
+    log.info("template on the science grid (identical WCS cards, shape and xy0): passed "
+             "through")
+    return {"resampled": False, "kernel": options.kernel.name,
+            "mask_kernel": options.mask_kernel.name, "interp_length": options.interp_length,
+            "max_grid_offset_pix": 0.0, "integer_offset": [0, 0],
+            "coverage_fraction": float(coverage_fraction), "relative_area_min": None,
+            "relative_area_max": None, "shape": [int(shape[0]), int(shape[1])],
+            "registration": choice}
 
 
 def _corner_errors(transform: AffineTransform, science: Exposure) -> list[float]:

@@ -15,8 +15,11 @@ module                 files
 :mod:`.documents`      JSON sidecars, text, figures
 =====================  =====================================================
 
-Shared FITS helpers (atomic writes, HDU loading) are in :mod:`._fits`; conversions of
-external layouts (mask codes, variance from GAIN, header WCS) in :mod:`._convert`.
+Files psfmatch writes are read and written without astropy (:mod:`._lite`, :mod:`._afw`,
+card text in :mod:`._cards`, the WCS kept as cards in :mod:`._wcs`); anything else goes
+through astropy (:mod:`._fits`; conversions of external layouts, mask codes, variance
+from GAIN, header WCS in :mod:`._convert`). Atomic writes, links and copies of unchanged
+products: :mod:`._files`.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ _WHERE = {
     "MASK_CONVENTIONS": "exposures",
     "open_exposure": "exposures",
     "read_exposure": "exposures",
+    "same_pixel_grid": "exposures",
+    "copy_product": "_files",
+    "link_product": "_files",
     "write_exposure": "exposures",
     "read_image_shape": "headers",
     "read_arrays": "kernels",
@@ -71,6 +77,9 @@ __all__ = [
     "read_stamps",
     "read_psf_model",
     "read_table",
+    "same_pixel_grid",
+    "copy_product",
+    "link_product",
     "write_arrays",
     "write_exposure",
     "write_figure",

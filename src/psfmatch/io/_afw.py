@@ -33,7 +33,15 @@ from psfmatch.io._lite import (
 )
 from psfmatch.io._wcs import HeaderWcs
 
-__all__ = ["AFW_EXTENSIONS", "exposure_hdus", "read_afw", "same_file_content", "wcs_cards"]
+__all__ = [
+    "AFW_EXTENSIONS",
+    "exposure_hdus",
+    "read_afw",
+    "read_grid",
+    "read_mask",
+    "same_file_content",
+    "wcs_cards",
+]
 
 #: The image extensions of the layout, with their pixel types.
 AFW_EXTENSIONS = {"IMAGE": np.float32, "MASK": np.int32, "VARIANCE": np.float32}
@@ -199,6 +207,37 @@ def read_afw(path: str | os.PathLike[str]) -> Exposure:
         mask[no_data] |= np.int32(1 << planes["NO_DATA"])
     return Exposure(image=image, mask=mask, variance=variance, mask_planes=planes, wcs=wcs,
                     psf=psf, metadata=metadata, xy0=xy0)
+
+
+def read_grid(path: str | os.PathLike[str]) -> tuple[tuple[int, int], tuple[int, int],
+                                                     tuple[str, ...]] | None:
+    """``(shape, xy0, WCS cards)`` of a file in psfmatch's afw layout (headers only), or None."""
+    path = Path(path)
+    try:
+        hdus = scan(path)
+        _check_skeleton(path, hdus)
+        block, xy0 = _split_image_header(path, hdus[1])
+    except (LiteUnsupportedError, OSError):
+        return None
+    return hdus[1].shape, xy0, tuple(block)
+
+
+def read_mask(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, int]] | None:
+    """The MASK array and planes of a file in psfmatch's afw layout, or None (other files).
+
+    The planes and bits are those :func:`read_afw` gives, except that non-finite image
+    pixels are not looked for (the image is not read).
+    """
+    path = Path(path)
+    try:
+        hdus = scan(path)
+        _check_skeleton(path, hdus)
+        block, _ = _split_image_header(path, hdus[1])
+        tail = hdus[2].cards[9 + len(block) + len(_TAIL_KEYS):-1]
+        planes = {c.key[3:]: int(c.value) for c in tail if c.key.startswith("MP_")}
+        return read_data(path, hdus[2]), planes or dict(DEFAULT_MASK_PLANES)
+    except (LiteUnsupportedError, OSError):
+        return None
 
 
 def same_file_content(path: str | os.PathLike[str], hdus: list[HduOut]) -> bool:

@@ -19,7 +19,13 @@ import numpy as np
 
 from psfmatch.errors import ConfigError, ExposureError, InputFileError, PsfMatchError
 from psfmatch.exposure import DEFAULT_MASK_PLANES, Exposure
-from psfmatch.io._afw import exposure_hdus, read_afw, same_file_content
+from psfmatch.io._afw import (
+    exposure_hdus,
+    read_afw,
+    read_grid,
+    read_mask,
+    same_file_content,
+)
 from psfmatch.io._afw import wcs_cards as wcs_card_images
 from psfmatch.io._files import copy_product
 from psfmatch.io._lite import LiteUnsupportedError, write_file
@@ -31,7 +37,13 @@ from psfmatch.io._raw import (
     saturation_level,
 )
 
-__all__ = ["MASK_CONVENTIONS", "open_exposure", "read_exposure", "write_exposure"]
+__all__ = [
+    "MASK_CONVENTIONS",
+    "open_exposure",
+    "read_exposure",
+    "same_pixel_grid",
+    "write_exposure",
+]
 
 logger = logging.getLogger("psfmatch.io")
 
@@ -224,6 +236,23 @@ def _read_any(path: str | os.PathLike[str], *, given: dict[str, Any],
         )
     except ExposureError as exc:
         raise ExposureError(f"{where}: {exc}") from exc
+
+
+def same_pixel_grid(path_a: str | os.PathLike[str], path_b: str | os.PathLike[str]
+                    ) -> tuple[np.ndarray, dict[str, int]] | None:
+    """Whether two exposures lie on one pixel grid exactly, read from their headers.
+
+    Both files must be in psfmatch's afw layout with a WCS, and have identical WCS cards,
+    shapes and ``xy0`` (then every pixel maps onto the same pixel, offset 0). Returns
+    the first file's MASK and planes when they do (for what a pass-through needs to
+    report), else None; None says nothing about grids that differ only in how their
+    cards are written. Reads headers and one mask, no image.
+    """
+    grid_a, grid_b = read_grid(path_a), read_grid(path_b)
+    if grid_a is None or grid_a != grid_b or not any(
+            card.startswith(("CTYPE1  =", "CTYPE2  =")) for card in grid_a[2]):
+        return None
+    return read_mask(path_a)
 
 
 def write_exposure(

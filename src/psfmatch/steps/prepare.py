@@ -14,14 +14,10 @@ from typing import Any
 import numpy as np
 
 from psfmatch import io
-from psfmatch.align import align_template
-from psfmatch.basis import choose_basis
-from psfmatch.detect import detect_candidates, measure_fwhm
 from psfmatch.errors import (
     InsufficientCandidatesError,
     PsfMatchError,
 )
-from psfmatch.select import check_overlap, common_region, cut_stamps, select_candidates
 from psfmatch.steps.fields import StepConfig
 from psfmatch.steps.subtraction import fitting_exposures, fitting_fwhms, read_mode
 
@@ -46,9 +42,27 @@ def warp(
     ``same_grid_tolerance_pix``); :func:`psfmatch.align.align_template` does the work.
     Writes the warped template (afw layout) and a JSON sidecar with what was done
     (registration method and why, the fitted transform with its matches and rms,
-    resampled or passed through, grid offset, coverage fraction).
+    resampled or passed through, grid offset, coverage fraction). A template whose
+    header has the science image's WCS cards, shape and ``xy0`` (registration ``auto``
+    or ``wcs``) is already on the science grid: the output is a relative symbolic link
+    to it (:func:`psfmatch.io.link_product`), no pixel read or written.
     """
+    from psfmatch.align import align_template, pass_through_record
+
     cfg = StepConfig("warp", config)
+    if cfg.warp.registration in ("auto", "wcs"):
+        same = io.same_pixel_grid(template_path, science_path)
+        if same is not None:  # identical WCS cards, shape and xy0: nothing to resample
+            mask, planes = same
+            no_data = np.int32(1 << planes["NO_DATA"]) if "NO_DATA" in planes else 0
+            covered = 1.0 - np.count_nonzero(mask & no_data) / mask.size if no_data else 1.0
+            info = pass_through_record(registration=cfg.warp.registration,
+                                       warping=cfg.psf_match.warping, warp=cfg.warp,
+                                       shape=mask.shape, coverage_fraction=covered)
+            logger.info("%s: warp %s", label, info)
+            io.link_product(output_path, template_path)
+            io.write_json(info_path, info)
+            return
     template = io.read_exposure(template_path)
     science = io.read_exposure(science_path)
     try:
@@ -82,6 +96,8 @@ def detect(
     of the bright (S/N >= 50) candidates in each image; ``psf.json`` keeps the
     astronomical roles (``template``, ``science``).
     """
+    from psfmatch.detect import detect_candidates, measure_fwhm
+
     cfg = StepConfig("detect", config)
     det = cfg.psf_match.detection
     template = io.read_exposure(template_path)
@@ -158,6 +174,9 @@ def select(
     ``fpGrowPix`` — ``2·kernelSize + 1`` with the defaults. Every candidate is written
     with its status and reason; stamps of the accepted ones go to a FITS cube file.
     """
+    from psfmatch.basis import choose_basis
+    from psfmatch.select import check_overlap, common_region, cut_stamps, select_candidates
+
     cfg = StepConfig("select", config)
     pm = cfg.psf_match
     mode = read_mode(mode_path)
