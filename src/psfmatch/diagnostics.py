@@ -27,6 +27,7 @@ __all__ = [
     "normalised_residual",
     "reason_key",
     "residual_statistics",
+    "residual_summary",
     "verdict",
 ]
 
@@ -96,6 +97,13 @@ def residual_statistics(difference: Exposure) -> dict[str, Any]:
     ``n_pixels`` used, plain and 3σ-clipped mean and std, the masked fraction.
     """
     z, usable = normalised_residual(difference)
+    return residual_summary(z, n_usable=int(np.count_nonzero(usable)), n_total=usable.size)
+
+
+def residual_summary(z: np.ndarray, *, n_usable: int, n_total: int) -> dict[str, Any]:
+    """:func:`residual_statistics` from its parts: the usable ``D/√V`` values in row-major
+    order (as :func:`normalised_residual` gives them, or gathered band by band), the
+    number of usable pixels and of all pixels."""
     clip_mean, clip_std = clipped_mean_std(z) if z.size else (float("nan"), float("nan"))
     return {
         "n_pixels": int(z.size),
@@ -103,7 +111,7 @@ def residual_statistics(difference: Exposure) -> dict[str, Any]:
         "std": float(z.std()) if z.size else float("nan"),
         "clipped_mean": clip_mean,
         "clipped_std": clip_std,
-        "masked_fraction": float(1.0 - usable.mean()),
+        "masked_fraction": float(1.0 - np.float64(n_usable) / n_total),
         "statistic": "difference / sqrt(variance) over pixels without "
                      + ",".join(STATS_BAD_PLANES),
     }
@@ -116,6 +124,7 @@ def difference_metrics(
     *,
     n_star_per_cell: int,
     max_spatial_condition_number: float | None = None,
+    statistics: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``metrics.json`` of an image difference: fit health and residual statistics.
 
@@ -123,7 +132,9 @@ def difference_metrics(
     ``n_star_per_cell`` gives the active set the final fit used. With
     ``max_spatial_condition_number`` (``maxSpatialConditionNumber``), a larger spatial
     condition number makes the verdict ``ill-conditioned``, sets
-    ``spatial_condition.exceeded`` and adds a line to ``warnings``.
+    ``spatial_condition.exceeded`` and adds a line to ``warnings``. ``statistics``: the
+    residual statistics when already computed (:func:`residual_summary`; ``difference``
+    is then not used and may be None).
     """
     status, stage = candidates["status"], candidates["stage"]
     n_good = int((status == "GOOD").sum())
@@ -168,7 +179,8 @@ def difference_metrics(
         "spatial_condition": {"value": condition, "max": max_spatial_condition_number,
                               "exceeded": exceeded},
         "warnings": warnings,
-        "difference": residual_statistics(difference),
+        "difference": dict(statistics) if statistics is not None
+        else residual_statistics(difference),
         "basis": basis,
         "bic": fitting_basis.get("bic"),
         "regularization": fitting_basis.get("regularization"),

@@ -50,6 +50,7 @@ __all__ = [
     "bright_peaks",
     "check_template_coverage",
     "choose_mode",
+    "combine_convolve_science",
     "difference_convolve_science",
     "fitting_roles",
     "psf_axis_fwhm",
@@ -273,11 +274,33 @@ def difference_convolve_science(
     cleared = science.with_(mask=science.mask & ~science.plane_bitmask(CLEAR_SCIENCE_PLANES))
     convolved = restore_mask_planes(convolve_exposure(cleared, kernel), cleared,
                                     preserve_planes)
+    return combine_convolve_science(convolved, template, kernel, norm=norm,
+                                    subtract_background=subtract_background,
+                                    preserve_template=preserve_template,
+                                    rename_template=rename_template)
+
+
+def combine_convolve_science(
+    convolved: Exposure,
+    template: Exposure,
+    kernel: SpatialKernel,
+    *,
+    norm: float,
+    subtract_background: bool = True,
+    preserve_template: tuple[str, ...] = PRESERVE_TEMPLATE_PLANES,
+    rename_template: tuple[str, ...] = RENAME_TEMPLATE_PLANES,
+) -> tuple[Exposure, Exposure]:
+    """The convolveScience difference from ``K ⋆ S`` (masks prepared) and the template.
+
+    Pixel by pixel, so it applies to whole images or to bands of rows alike (same grid,
+    same ``xy0``): :func:`difference_convolve_science` after its convolution. Returns
+    ``(difference, matched_science)`` as that function describes them.
+    """
     tmpl = prepare_template_mask(template, preserve=preserve_template, rename=rename_template)
     out = convolved.with_planes(tmpl.mask_planes)
     t_mask = remap_mask_bits(tmpl.mask, tmpl.mask_planes, out.mask_planes)
-    ny, nx = science.shape
-    x0, y0 = science.xy0
+    ny, nx = convolved.shape
+    x0, y0 = convolved.xy0
     background = kernel.background_at(np.arange(nx, dtype=np.float64)[None, :] + x0,
                                       np.arange(ny, dtype=np.float64)[:, None] + y0) \
         if subtract_background else 0.0

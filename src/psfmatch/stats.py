@@ -31,24 +31,94 @@ def clipped_mean_std(
     -------
     (mean, std) : tuple of float
         NaN where fewer than 1 (mean) or 2 (std) values survive.
+
+    Notes
+    -----
+    The values are used in their own precision (float32 stays float32: every float32
+    value is exact in float64) and compared and summed in float64, in their order, so
+    the results equal those of the float64 copy numpy would work on, bit for bit,
+    while the extra memory is one float64 copy of the kept values (none of the
+    quartiles' sorting copy is float64).
     """
-    data = np.asarray(values, dtype=np.float64).ravel()
-    data = data[np.isfinite(data)]
+    data = np.asarray(values).ravel()
+    if data.dtype not in (np.float32, np.float64):
+        data = data.astype(np.float64)
+    finite = np.isfinite(data)
+    if not finite.all():
+        data = data[finite]
+    del finite
     if data.size == 0:
         return math.nan, math.nan
-    q1, median, q3 = np.percentile(data, [25.0, 50.0, 75.0])
+    q1, median, q3 = _quartiles(data)
     centre, half_width = median, n_sigma * IQR_TO_SIGMA * (q3 - q1)
     mean, std = math.nan, math.nan
     for _ in range(n_iter):
-        kept = data[np.abs(data - centre) <= half_width]
+        kept = _within(data, centre, half_width)
         if kept.size == 0:
             break
         mean = float(kept.mean())
-        std = float(kept.std(ddof=1)) if kept.size > 1 else math.nan
+        std = _std_in_place(kept) if kept.size > 1 else math.nan
+        del kept
         centre, half_width = mean, n_sigma * std
         if not math.isfinite(half_width):
             break
     return mean, std
+
+
+_CHUNK = 1 << 20
+
+
+def _quartiles(data: np.ndarray) -> tuple[float, float, float]:
+    r"""``np.percentile(data.astype(float64), [25, 50, 75])`` without the float64 copy.
+
+    numpy's linear method: virtual index :math:`(n - 1) q`, the two order statistics
+    around it (a partition of a copy in ``data``'s own precision), and its
+    interpolation :math:`a + (b - a) t` (:math:`b - (b - a)(1 - t)` for
+    :math:`t \ge 0.5`), all in float64.
+    """
+    n = data.size
+    q = np.array([25.0, 50.0, 75.0]) / 100
+    virtual = (n - 1) * q
+    lower = np.floor(virtual)
+    upper = lower + 1
+    above = virtual >= n - 1
+    lower[above] = upper[above] = -1
+    lo, hi = lower.astype(np.intp), upper.astype(np.intp)
+    gamma = virtual - lower
+    work = data.copy()
+    work.partition(np.unique(np.concatenate(([0, -1], lo, hi))))
+    a = work[lo].astype(np.float64)
+    b = work[hi].astype(np.float64)
+    del work
+    diff = b - a
+    out = a + diff * gamma
+    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
+    return float(out[0]), float(out[1]), float(out[2])
+
+
+def _within(data: np.ndarray, centre: float, half_width: float) -> np.ndarray:
+    """The values with ``|v - centre| <= half_width``, in order, as float64 (chunked)."""
+    keep = np.empty(data.size, dtype=bool)
+    for start in range(0, data.size, _CHUNK):
+        chunk = data[start : start + _CHUNK].astype(np.float64)
+        np.less_equal(np.abs(chunk - centre), half_width, out=keep[start : start + _CHUNK])
+    kept = np.empty(int(np.count_nonzero(keep)), dtype=np.float64)
+    filled = 0
+    for start in range(0, data.size, _CHUNK):
+        part = data[start : start + _CHUNK][keep[start : start + _CHUNK]]
+        kept[filled : filled + part.size] = part
+        filled += part.size
+    return kept
+
+
+def _std_in_place(kept: np.ndarray) -> float:
+    """``kept.std(ddof=1)`` computed as numpy does, overwriting ``kept`` (no copy)."""
+    n = kept.size
+    mean = np.add.reduce(kept, keepdims=True)
+    np.true_divide(mean, n, out=mean)
+    np.subtract(kept, mean, out=kept)
+    np.multiply(kept, kept, out=kept)
+    return float(np.sqrt(np.add.reduce(kept) / (n - 1)))
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,13 @@ CLEAR_SCIENCE_PLANES = ("DETECTED", "DETECTED_NEGATIVE")
 def or_filter(mask: np.ndarray, size: int) -> np.ndarray:
     """Bitwise OR of ``mask`` over a centred ``size × size`` box (odd ``size``).
 
-    Out-of-image pixels count as 0. Uses a doubling scheme (O(log size) shifted ORs per
-    axis), so every bit plane is dilated at once.
+    Out-of-image pixels count as 0. Separable; along each axis a doubling scheme
+    (O(log size) shifted ORs of contiguous slices into two reused buffers) dilates every
+    bit plane at once. Returns a new array of ``mask``'s dtype.
     """
     out = np.asarray(mask)
+    if not out.any():
+        return out.copy()
     for axis in (0, 1):
         out = _or_filter_1d(out, size, axis)
     return out
@@ -49,19 +52,27 @@ def or_filter(mask: np.ndarray, size: int) -> np.ndarray:
 def _or_filter_1d(mask: np.ndarray, size: int, axis: int) -> np.ndarray:
     half = size // 2
     n = mask.shape[axis]
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (half, half)
-    padded = np.pad(mask, pad)
-    # runs[w][i] = OR of padded[i : i + w] along axis, built for w = 1, 2, 4, ...
-    run, width = padded, 1
+
+    def cut(start: int, stop: int) -> tuple[slice, ...]:
+        return (slice(start, stop),) if axis == 0 else (slice(None), slice(start, stop))
+
+    shape = list(mask.shape)
+    shape[axis] = n + 2 * half
+    run = np.zeros(shape, dtype=mask.dtype)
+    run[cut(half, half + n)] = mask
+    other = np.empty_like(run)
+    # run[i] = OR of padded[i : i + width] along axis, for width = 1, 2, 4, ...
+    width, length = 1, shape[axis]
     while width * 2 <= size:
-        shifted = np.take(run, np.arange(width, run.shape[axis]), axis=axis)
-        run = np.take(run, np.arange(run.shape[axis] - width), axis=axis) | shifted
+        length -= width
+        np.bitwise_or(run[cut(0, length)], run[cut(width, width + length)],
+                      out=other[cut(0, length)])
+        run, other = other, run
         width *= 2
     # OR of two overlapping runs of length `width` covers exactly `size` samples.
-    first = np.take(run, np.arange(n), axis=axis)
-    second = np.take(run, np.arange(size - width, size - width + n), axis=axis)
-    return first | second
+    out = np.empty_like(mask)
+    np.bitwise_or(run[cut(0, n)], run[cut(size - width, size - width + n)], out=out)
+    return out
 
 
 def prepare_template_mask(

@@ -12,6 +12,7 @@ module                 files
 :mod:`.psfs`           PSF models (PSFEx, FITS images)
 :mod:`.sheets`         the pairs and exposures sheets
 :mod:`.headers`        header-only reads (image shapes for job sizing)
+:mod:`.streams`        exposures read and written by bands of rows
 :mod:`.documents`      JSON sidecars, text, figures
 =====================  =====================================================
 
@@ -40,6 +41,8 @@ _WHERE = {
     "MASK_CONVENTIONS": "exposures",
     "open_exposure": "exposures",
     "read_exposure": "exposures",
+    "exposure_writer": "streams",
+    "open_exposure_rows": "streams",
     "same_pixel_grid": "exposures",
     "copy_product": "_files",
     "link_product": "_files",
@@ -77,6 +80,8 @@ __all__ = [
     "read_stamps",
     "read_psf_model",
     "read_table",
+    "exposure_writer",
+    "open_exposure_rows",
     "same_pixel_grid",
     "copy_product",
     "link_product",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,11 @@ from psfmatch.io._wcs import HeaderWcs
 
 __all__ = [
     "AFW_EXTENSIONS",
+    "AfwHeader",
+    "add_no_data_plane",
     "exposure_hdus",
     "read_afw",
+    "read_afw_header",
     "read_grid",
     "read_mask",
     "same_file_content",
@@ -161,23 +165,25 @@ def _split_image_header(path: Path, hdu: LiteHdu) -> tuple[list[str], tuple[int,
     return [c.image for c in block], xy0
 
 
-def read_afw(path: str | os.PathLike[str]) -> Exposure:
-    """An exposure from a file in psfmatch's afw layout (else :class:`LiteUnsupportedError`).
+@dataclass
+class AfwHeader:
+    """What the headers of a file in psfmatch's afw layout say (no pixels read)."""
 
-    Same result as the astropy reader: metadata from the PRIMARY cards (not structural,
-    not WCS, values of type bool/int/float/str; a later card of one key wins), planes
-    from ``MP_*``, ``xy0`` from ``LTV1/2``, the PSF HDU as an ``ImagePsf``, and non-finite
-    image pixels flagged ``NO_DATA``. The WCS is a :class:`HeaderWcs` (None without
-    ``CTYPE1/2``).
-    """
-    from psfmatch.psf import ImagePsf
+    hdus: list[LiteHdu]
+    shape: tuple[int, int]
+    xy0: tuple[int, int]
+    mask_planes: dict[str, int]
+    metadata: dict[str, Any]
+    wcs: HeaderWcs | None
 
+
+def read_afw_header(path: str | os.PathLike[str]) -> AfwHeader:
+    """The headers of a file in psfmatch's afw layout (else :class:`LiteUnsupportedError`)."""
     path = Path(path)
     hdus = scan(path)
     _check_skeleton(path, hdus)
     block, xy0 = _split_image_header(path, hdus[1])
-    mask_hdu = hdus[2]
-    mask_tail = mask_hdu.cards[9 + len(block) + len(_TAIL_KEYS):-1]
+    mask_tail = hdus[2].cards[9 + len(block) + len(_TAIL_KEYS):-1]
     planes = {c.key[3:]: c.value for c in mask_tail if c.key.startswith("MP_")}
     if len(planes) != len(mask_tail) or [c.image for c in mask_tail] != plane_cards(planes) \
             or any(not isinstance(v, int) or isinstance(v, bool) for v in planes.values()):
@@ -195,31 +201,50 @@ def read_afw(path: str | os.PathLike[str]) -> Exposure:
         if isinstance(value, bool | int | float | str):
             metadata[key] = value
     keys = {c.key for c in hdus[1].cards[9 : 9 + len(block)]}
-    where = f"{path} [HDU 1 'IMAGE']"
-    wcs = HeaderWcs(block, where) if keys & {"CTYPE1", "CTYPE2"} else None
+    wcs = HeaderWcs(block, f"{path} [HDU 1 'IMAGE']") if keys & {"CTYPE1", "CTYPE2"} else None
+    return AfwHeader(hdus, hdus[1].shape, xy0, dict(planes) or dict(DEFAULT_MASK_PLANES),
+                     metadata, wcs)
+
+
+def add_no_data_plane(planes: dict[str, int]) -> int:
+    """The ``NO_DATA`` bit of ``planes``, added at the lowest free bit if absent."""
+    if "NO_DATA" not in planes:  # as every reader adds a plane
+        planes["NO_DATA"] = min(set(range(MAX_MASK_BIT + 1)) - set(planes.values()))
+    return planes["NO_DATA"]
+
+
+def read_afw(path: str | os.PathLike[str]) -> Exposure:
+    """An exposure from a file in psfmatch's afw layout (else :class:`LiteUnsupportedError`).
+
+    Same result as the astropy reader: metadata from the PRIMARY cards (not structural,
+    not WCS, values of type bool/int/float/str; a later card of one key wins), planes
+    from ``MP_*``, ``xy0`` from ``LTV1/2``, the PSF HDU as an ``ImagePsf``, and non-finite
+    image pixels flagged ``NO_DATA``. The WCS is a :class:`HeaderWcs` (None without
+    ``CTYPE1/2``).
+    """
+    from psfmatch.psf import ImagePsf
+
+    path = Path(path)
+    head = read_afw_header(path)
+    hdus, planes = head.hdus, head.mask_planes
     image, mask, variance = (read_data(path, h) for h in hdus[1:4])
     psf = ImagePsf(read_data(path, hdus[4])) if len(hdus) == 5 else None
-    planes = dict(planes) or dict(DEFAULT_MASK_PLANES)
     no_data = ~np.isfinite(image)
     if no_data.any():
-        if "NO_DATA" not in planes:  # the lowest free bit, as every reader adds a plane
-            planes["NO_DATA"] = min(set(range(MAX_MASK_BIT + 1)) - set(planes.values()))
-        mask[no_data] |= np.int32(1 << planes["NO_DATA"])
-    return Exposure(image=image, mask=mask, variance=variance, mask_planes=planes, wcs=wcs,
-                    psf=psf, metadata=metadata, xy0=xy0)
+        mask[no_data] |= np.int32(1 << add_no_data_plane(planes))
+    return Exposure(image=image, mask=mask, variance=variance, mask_planes=planes,
+                    wcs=head.wcs, psf=psf, metadata=head.metadata, xy0=head.xy0)
 
 
 def read_grid(path: str | os.PathLike[str]) -> tuple[tuple[int, int], tuple[int, int],
                                                      tuple[str, ...]] | None:
     """``(shape, xy0, WCS cards)`` of a file in psfmatch's afw layout (headers only), or None."""
-    path = Path(path)
     try:
-        hdus = scan(path)
-        _check_skeleton(path, hdus)
-        block, xy0 = _split_image_header(path, hdus[1])
+        head = read_afw_header(path)
     except (LiteUnsupportedError, OSError):
         return None
-    return hdus[1].shape, xy0, tuple(block)
+    cards = tuple(head.wcs.cards) if head.wcs is not None else ()
+    return head.shape, head.xy0, cards
 
 
 def read_mask(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, int]] | None:
@@ -228,14 +253,9 @@ def read_mask(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, int]]
     The planes and bits are those :func:`read_afw` gives, except that non-finite image
     pixels are not looked for (the image is not read).
     """
-    path = Path(path)
     try:
-        hdus = scan(path)
-        _check_skeleton(path, hdus)
-        block, _ = _split_image_header(path, hdus[1])
-        tail = hdus[2].cards[9 + len(block) + len(_TAIL_KEYS):-1]
-        planes = {c.key[3:]: int(c.value) for c in tail if c.key.startswith("MP_")}
-        return read_data(path, hdus[2]), planes or dict(DEFAULT_MASK_PLANES)
+        head = read_afw_header(path)
+        return read_data(path, head.hdus[2]), head.mask_planes
     except (LiteUnsupportedError, OSError):
         return None
 
