@@ -42,9 +42,12 @@ from psfmatch.whitening import (
 __all__ = [
     "IGNORE_MASK_PLANES",
     "Decorrelated",
+    "WhiteningPlan",
     "decorrelate",
+    "finish_record",
     "mean_variance",
     "node_weights",
+    "whitening_plan",
 ]
 
 #: ``DecorrelateALKernelConfig.ignoreMaskPlanes``: excluded from the mean variances.
@@ -117,6 +120,65 @@ def _grid_nodes(bbox: tuple[int, int, int, int], grid: tuple[int, int]
     return axis(x0, x1, nx), axis(y0, y1, ny)
 
 
+@dataclass(frozen=True, eq=False)
+class WhiteningPlan:
+    """The filters of a decorrelation and its record (:func:`whitening_plan`)."""
+
+    filters: list[DecorrelationFilter]
+    nodes_x: np.ndarray
+    nodes_y: np.ndarray
+    info: dict[str, Any]
+
+
+def whitening_plan(
+    bbox: tuple[int, int, int, int],
+    *,
+    kernel_at: Callable[[float, float], np.ndarray],
+    mode: str,
+    grid: tuple[int, int],
+    science_variance: float,
+    template_variance: float,
+    preconvolution_kernel: np.ndarray | None = None,
+    complete_variance: bool = False,
+) -> WhiteningPlan:
+    """The per-node filters of :func:`decorrelate` from the two mean variances.
+
+    ``info`` holds ``skipped`` (and there are no filters) when a mean variance is not
+    finite. No pixels are involved: a band-by-band application
+    (:mod:`psfmatch.decorrelate_bands`) uses the same plan.
+    """
+    svar, tvar = science_variance, template_variance
+    v, vt = (svar, tvar) if mode == CONVOLVE_TEMPLATE else (tvar, svar)
+    info: dict[str, Any] = {"mode": mode, "grid": [int(g) for g in grid],
+                            "science_mean_variance": svar, "template_mean_variance": tvar,
+                            "preconvolution": preconvolution_kernel is not None,
+                            "complete_variance": bool(complete_variance)}
+    if not (math.isfinite(v) and math.isfinite(vt)):
+        info["skipped"] = "no usable pixels for a mean variance"
+        return WhiteningPlan([], np.zeros(0), np.zeros(0), info)
+    nodes_x, nodes_y = _grid_nodes(bbox, grid)
+    filters = [decorrelation_filter(kernel_at(float(x), float(y)), unconvolved_variance=v,
+                                    convolved_variance=vt,
+                                    preconvolution_kernel=preconvolution_kernel)
+               for y in nodes_y for x in nodes_x]
+    return WhiteningPlan(filters, nodes_x, nodes_y, info)
+
+
+def finish_record(plan: WhiteningPlan, psf_image: np.ndarray | None) -> np.ndarray | None:
+    """Complete ``plan.info`` (nodes, filters, kernel sum, expected variance) after the
+    whitening; return the whitened PSF of ``psf_image`` (None without one)."""
+    info, filters = plan.info, plan.filters
+    centre = filters[len(filters) // 2]
+    psf_out = None if psf_image is None else decorrelated_psf(psf_image, centre.image_filter)
+    info["nodes_x"] = plan.nodes_x.tolist()
+    info["nodes_y"] = plan.nodes_y.tolist()
+    info["filters"] = [f.to_dict() for f in filters]
+    info["kernel_sum"] = centre.kernel_sum
+    info["expected_variance"] = centre.output_variance / (
+        info["norm"] ** 2 if info["mode"] == CONVOLVE_SCIENCE else 1.0)
+    return psf_out
+
+
 def decorrelate(
     difference: Exposure,
     *,
@@ -187,20 +249,14 @@ def decorrelate(
     svar = mean_variance(science, ignore_mask_planes=ignore_mask_planes)
     tvar = mean_variance(template, ignore_mask_planes=ignore_mask_planes)
     unconv, conv = (science, template) if mode == CONVOLVE_TEMPLATE else (template, science)
-    v, vt = (svar, tvar) if mode == CONVOLVE_TEMPLATE else (tvar, svar)
-    info: dict[str, Any] = {"mode": mode, "grid": [int(g) for g in grid],
-                            "science_mean_variance": svar, "template_mean_variance": tvar,
-                            "preconvolution": preconvolution_kernel is not None,
-                            "complete_variance": bool(complete_variance)}
-    if not (math.isfinite(v) and math.isfinite(vt)):
-        info["skipped"] = "no usable pixels for a mean variance"
+    plan = whitening_plan(difference.bbox, kernel_at=kernel_at, mode=mode, grid=grid,
+                          science_variance=svar, template_variance=tvar,
+                          preconvolution_kernel=preconvolution_kernel,
+                          complete_variance=complete_variance)
+    info = plan.info
+    if "skipped" in info:
         return Decorrelated(difference, [], np.zeros(0), np.zeros(0), None, info)
-
-    nodes_x, nodes_y = _grid_nodes(difference.bbox, grid)
-    filters = [decorrelation_filter(kernel_at(float(x), float(y)), unconvolved_variance=v,
-                                    convolved_variance=vt,
-                                    preconvolution_kernel=preconvolution_kernel)
-               for y in nodes_y for x in nodes_x]
+    filters, nodes_x, nodes_y = plan.filters, plan.nodes_x, plan.nodes_y
     ny, nx = difference.shape
     xs = np.arange(nx) + difference.xy0[0]
     ys = np.arange(ny) + difference.xy0[1]
@@ -242,14 +298,7 @@ def decorrelate(
     bad_var = ~np.isfinite(difference.variance) | ~np.isfinite(variance)
     variance[bad_var] = difference.variance[bad_var]
 
-    centre = filters[len(filters) // 2]
-    psf_out = None if psf_image is None else decorrelated_psf(psf_image, centre.image_filter)
-    info["nodes_x"] = nodes_x.tolist()
-    info["nodes_y"] = nodes_y.tolist()
-    info["filters"] = [f.to_dict() for f in filters]
-    info["kernel_sum"] = centre.kernel_sum
-    info["expected_variance"] = centre.output_variance / (
-        info["norm"] ** 2 if mode == CONVOLVE_SCIENCE else 1.0)
+    psf_out = finish_record(plan, psf_image)
     exposure = difference.with_(image=image.astype(np.float32),
                                 variance=variance.astype(np.float32))
     return Decorrelated(exposure, filters, nodes_x, nodes_y, psf_out, info)

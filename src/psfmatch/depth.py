@@ -35,6 +35,7 @@ from psfmatch.modes import psf_axis_fwhm
 __all__ = [
     "combined_limiting_magnitude",
     "depth",
+    "depth_from_variance",
     "ipdiffim_limiting_magnitude",
     "limiting_flux",
     "limiting_magnitude",
@@ -107,6 +108,13 @@ def depth(exposure: Exposure, psf_image: np.ndarray, *, zero_point: float | None
     and ``ipdiffim_limiting_magnitude`` (NaN without ``zero_point``), ``zero_point``.
     """
     variance = mean_variance(exposure, ignore_mask_planes=ignore_mask_planes)
+    return depth_from_variance(variance, psf_image, zero_point=zero_point, n_sigma=n_sigma)
+
+
+def depth_from_variance(variance: float, psf_image: np.ndarray, *,
+                        zero_point: float | None = None, n_sigma: float = 5.0
+                        ) -> dict[str, Any]:
+    """:func:`depth` from the clipped mean variance (counts²) already measured."""
     flux = limiting_flux(psf_image, variance, n_sigma=n_sigma)
     return {"n_sigma": float(n_sigma), "mean_variance": variance,
             "noise_equivalent_area": noise_equivalent_area(psf_image),

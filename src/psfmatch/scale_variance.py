@@ -26,6 +26,7 @@ import numpy as np
 
 from psfmatch.errors import VarianceScaleError
 from psfmatch.exposure import Exposure
+from psfmatch.stats import percentiles
 
 __all__ = [
     "MASK_PLANES",
@@ -60,12 +61,16 @@ class VarianceScale:
     n_pixels: int
 
 
-def _background(image: np.ndarray, bad: np.ndarray, bin_size: int) -> np.ndarray | float:
-    """32-px clipped-mean background mesh, spline-interpolated; median if that fails."""
+def _background(image: np.ndarray, bad: np.ndarray, bin_size: int, *,
+                zeroed: bool = False) -> np.ndarray | float:
+    """32-px clipped-mean background mesh, spline-interpolated; median if that fails.
+
+    ``zeroed``: ``image`` already holds 0 at the ``bad`` pixels (no copy is made).
+    """
     from astropy.stats import SigmaClip
     from photutils.background import Background2D, MeanBackground
 
-    data = np.where(bad, 0.0, image)
+    data = image if zeroed else np.where(bad, 0.0, image)
     box = (min(bin_size, image.shape[0]), min(bin_size, image.shape[1]))
     try:
         with warnings.catch_warnings():
@@ -112,20 +117,34 @@ def variance_scale_factor(
     VarianceScaleError
         Both estimates exceed ``limit``.
     """
-    image = exposure.image.astype(np.float64)
-    variance = exposure.variance.astype(np.float64)
-    bad = ((exposure.mask & exposure.plane_bitmask(mask_planes)) != 0) | ~np.isfinite(image) \
-        | ~np.isfinite(variance) | ~(variance > 0)
-    n_good = int((~bad).sum())
+    bits = exposure.plane_bitmask(mask_planes)
+    n_good = 0
+    for rows in _bands(exposure.shape[0]):
+        n_good += int(np.count_nonzero(~_bad_rows(exposure, rows, bits)))
     if n_good < 2:
         return VarianceScale(1.0, "none", n_good)
     if background is None:
-        background = _background(image, bad, int(background_bin))
-    residual = (image - background)[~bad]
-    q1, q3 = np.percentile(residual / np.sqrt(variance[~bad]), [25.0, 75.0])
+        background = background_image(exposure, bad_planes=mask_planes,
+                                      background_bin=background_bin, _strict=True)
+    # (I - B)/sqrt(V) of the good pixels, in row order, computed band by band
+    z = np.empty(n_good, dtype=np.float64)
+    filled = 0
+    for rows in _bands(exposure.shape[0]):
+        good = ~_bad_rows(exposure, rows, bits)
+        residual = (exposure.image[rows].astype(np.float64) - _band(background, rows))[good]
+        part = residual / np.sqrt(exposure.variance[rows].astype(np.float64)[good])
+        z[filled : filled + part.size] = part
+        filled += part.size
+    q1, q3 = percentiles(z, (25.0, 75.0), in_place=True)
+    del z
     factor = float((_IQR_TO_SIGMA * (q3 - q1)) ** 2)
     if factor <= limit:
         return VarianceScale(factor, "pixel", n_good)
+    image = exposure.image.astype(np.float64)
+    variance = exposure.variance.astype(np.float64)
+    bad = ((exposure.mask & bits) != 0) | ~np.isfinite(image) | ~np.isfinite(variance) \
+        | ~(variance > 0)
+    residual = (image - background)[~bad]
     q1, q3 = np.percentile(residual, [25.0, 75.0])
     factor = float((_IQR_TO_SIGMA * (q3 - q1)) ** 2 / np.median(variance[~bad]))
     if not (math.isfinite(factor) and factor <= limit):
@@ -153,15 +172,38 @@ def scale_variance(
 
 
 def background_image(exposure: Exposure, *, bad_planes: Sequence[str] = ("NO_DATA", "BAD", "SAT"),
-                     background_bin: int = 32) -> np.ndarray | float:
+                     background_bin: int = 32, _strict: bool = False) -> np.ndarray | float:
     """Background of ``exposure``: clipped means on a ``background_bin`` mesh, interpolated.
 
     Pixels with ``bad_planes`` or non-finite values are left out (the image median if the
-    mesh cannot be made). Nothing is modified.
+    mesh cannot be made). Nothing is modified. (``_strict``: also pixels whose variance
+    is not finite and > 0, as :func:`variance_scale_factor` leaves them out.)
     """
-    image = exposure.image.astype(np.float64)
-    bad = ((exposure.mask & exposure.plane_bitmask(bad_planes)) != 0) | ~np.isfinite(image)
-    return _background(image, bad, int(background_bin))
+    data = exposure.image.astype(np.float64)
+    bad = ((exposure.mask & exposure.plane_bitmask(bad_planes)) != 0) | ~np.isfinite(data)
+    if _strict:
+        bad |= ~np.isfinite(exposure.variance) | ~(exposure.variance > 0)
+    data[bad] = 0.0
+    return _background(data, bad, int(background_bin), zeroed=True)
+
+
+#: Rows per band of the band-by-band passes (memory: a few arrays of this many rows).
+_BAND = 256
+
+
+def _bands(n_rows: int) -> list[slice]:
+    return [slice(s, min(s + _BAND, n_rows)) for s in range(0, n_rows, _BAND)]
+
+
+def _band(background: np.ndarray | float, rows: slice) -> np.ndarray | float:
+    return background[rows] if isinstance(background, np.ndarray) else background
+
+
+def _bad_rows(exposure: Exposure, rows: slice, bits: int) -> np.ndarray:
+    """Pixels of ``rows`` with ``bits`` set, a non-finite image or a variance not > 0."""
+    image, variance = exposure.image[rows], exposure.variance[rows]
+    return ((exposure.mask[rows] & bits) != 0) | ~np.isfinite(image) \
+        | ~np.isfinite(variance) | ~(variance > 0)
 
 
 def mark_detected(
@@ -186,6 +228,10 @@ def mark_detected(
     ``DETECTED`` is already set anywhere the exposure is returned unchanged. Returns the
     exposure and the number of pixels marked. ``background``: as :func:`background_image`
     gives it, if already estimated.
+
+    The correlations and the growing are done in bands of rows with their halo (float64
+    transforms of the band instead of the whole image: the same significances to
+    ~1e-16 relative), so memory is a few band-sized arrays beyond the new mask.
     """
     from scipy.ndimage import maximum_filter
 
@@ -199,19 +245,29 @@ def mark_detected(
     g1 = np.exp(-0.5 * (off / sigma) ** 2)
     gauss = np.outer(g1, g1)
     gauss /= gauss.sum()
-    image = exposure.image.astype(np.float64)
-    variance = exposure.variance.astype(np.float64)
-    bad = ((exposure.mask & exposure.plane_bitmask(bad_planes)) != 0) | ~np.isfinite(image) \
-        | ~np.isfinite(variance) | ~(variance > 0)
+    bits = exposure.plane_bitmask(bad_planes)
     if background is None:
-        background = _background(image, bad, int(background_bin))
-    residual = np.where(bad, 0.0, image - background)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        nu = correlate(residual, gauss) / np.sqrt(correlate(np.where(bad, 0.0, variance),
-                                                            gauss**2))
-    detected = np.nan_to_num(nu, nan=0.0) > float(n_sigma)
+        background = background_image(exposure, bad_planes=bad_planes,
+                                      background_bin=background_bin, _strict=True)
     grow = 2 * int(math.ceil(grow_sigma * sigma)) + 1
-    detected = maximum_filter(detected, size=grow)
+    ny = exposure.shape[0]
     out = exposure.with_planes(["DETECTED"])
-    mask = out.mask | np.where(detected, np.int32(1 << out.mask_planes["DETECTED"]), np.int32(0))
-    return out.with_(mask=mask.astype(np.int32)), int(detected.sum())
+    mask = out.mask.copy()
+    bit = np.int32(1 << out.mask_planes["DETECTED"])
+    n_marked = 0
+    for rows in _bands(ny):
+        # significance on the rows the growing needs, from rows with the correlation halo
+        a, b = max(0, rows.start - grow // 2), min(ny, rows.stop + grow // 2)
+        lo, hi = max(0, a - half), min(ny, b + half)
+        image = exposure.image[lo:hi].astype(np.float64)
+        variance = exposure.variance[lo:hi].astype(np.float64)
+        bad = _bad_rows(exposure, slice(lo, hi), bits)
+        residual = np.where(bad, 0.0, image - _band(background, slice(lo, hi)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            nu = correlate(residual, gauss) / np.sqrt(correlate(np.where(bad, 0.0, variance),
+                                                                gauss**2))
+        detected = np.nan_to_num(nu[a - lo : b - lo], nan=0.0) > float(n_sigma)
+        detected = maximum_filter(detected, size=grow)[rows.start - a : rows.stop - a]
+        mask[rows][detected] |= bit
+        n_marked += int(detected.sum())
+    return out.with_(mask=mask), n_marked

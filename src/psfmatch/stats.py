@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ResidualStats", "clipped_mean_std", "residual_stats"]
+__all__ = ["ResidualStats", "clipped_mean_std", "percentiles", "residual_stats"]
 
 #: IQR → sigma for a Gaussian, as afw uses it.
 IQR_TO_SIGMA = 0.741301109252802
@@ -49,7 +49,7 @@ def clipped_mean_std(
     del finite
     if data.size == 0:
         return math.nan, math.nan
-    q1, median, q3 = _quartiles(data)
+    q1, median, q3 = percentiles(data, (25.0, 50.0, 75.0))
     centre, half_width = median, n_sigma * IQR_TO_SIGMA * (q3 - q1)
     mean, std = math.nan, math.nan
     for _ in range(n_iter):
@@ -68,24 +68,25 @@ def clipped_mean_std(
 _CHUNK = 1 << 20
 
 
-def _quartiles(data: np.ndarray) -> tuple[float, float, float]:
-    r"""``np.percentile(data.astype(float64), [25, 50, 75])`` without the float64 copy.
+def percentiles(data: np.ndarray, q: tuple[float, ...], *, in_place: bool = False
+                ) -> tuple[float, ...]:
+    r"""``np.percentile(data.astype(float64), q)`` (1-D, finite), without the float64 copy.
 
-    numpy's linear method: virtual index :math:`(n - 1) q`, the two order statistics
-    around it (a partition of a copy in ``data``'s own precision), and its
-    interpolation :math:`a + (b - a) t` (:math:`b - (b - a)(1 - t)` for
-    :math:`t \ge 0.5`), all in float64.
+    numpy's linear method: virtual index :math:`(n - 1) q/100`, the two order statistics
+    around it (a partition of ``data`` itself with ``in_place``, which reorders it, else
+    of a copy in ``data``'s own precision), and its interpolation :math:`a + (b - a) t`
+    (:math:`b - (b - a)(1 - t)` for :math:`t \ge 0.5`), in float64: the same numbers.
     """
     n = data.size
-    q = np.array([25.0, 50.0, 75.0]) / 100
-    virtual = (n - 1) * q
+    quantiles = np.asarray(q, dtype=np.float64) / 100
+    virtual = (n - 1) * quantiles
     lower = np.floor(virtual)
     upper = lower + 1
     above = virtual >= n - 1
     lower[above] = upper[above] = -1
     lo, hi = lower.astype(np.intp), upper.astype(np.intp)
     gamma = virtual - lower
-    work = data.copy()
+    work = data if in_place else data.copy()
     work.partition(np.unique(np.concatenate(([0, -1], lo, hi))))
     a = work[lo].astype(np.float64)
     b = work[hi].astype(np.float64)
@@ -93,7 +94,7 @@ def _quartiles(data: np.ndarray) -> tuple[float, float, float]:
     diff = b - a
     out = a + diff * gamma
     np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
-    return float(out[0]), float(out[1]), float(out[2])
+    return tuple(float(v) for v in out)
 
 
 def _within(data: np.ndarray, centre: float, half_width: float) -> np.ndarray:

@@ -94,8 +94,11 @@ def _step(tmp_path, science, template, kernel, mode, config):
     io.write_table(tmp_path / "c.parquet", {"status": np.array(["GOOD"]),
                                             "stage": np.array([""]), "reason": np.array([""]),
                                             "cell": np.array([0]), "rank": np.array([0])})
-    record = {"mode": mode, "convolved": "science" if mode == CONVOLVE_SCIENCE else "template",
-              "preconvolution": False,
+    convolved = "science" if mode == CONVOLVE_SCIENCE else "template"
+    record = {"mode": mode, "convolved": convolved, "preconvolution": False,
+              "template_coverage": 1.0,
+              "decision": {"mode": mode, "convolved": convolved, "requested": mode,
+                           "reason": "configured"},
               "roles": {"template": "science", "science": "template"} if mode == CONVOLVE_SCIENCE
               else {"template": "template", "science": "science"}}
     io.write_json(tmp_path / "mode.json", record)

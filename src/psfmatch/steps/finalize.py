@@ -6,22 +6,29 @@ planes (``doScaleVariance``), whitens the difference with the decorrelation afte
 products users take: ``difference.fits`` (or ``score.fits``), the PSF of the final
 difference ``difference_psf.fits``, and ``metrics.json`` (docs/subtraction-modes.md).
 It is its own rule so that toggling ``doDecorrelation`` reruns only it and what follows.
+
+Memory: the two inputs are measured one after the other (sources flagged, variance
+factor, mean variances: numbers are kept, not images), then the raw difference is
+whitened, written and summarised band by band (:mod:`psfmatch.decorrelate_bands`). The
+preconvolution variant runs on whole images (:mod:`psfmatch.steps.finalize_whole`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from psfmatch import io
-from psfmatch.depth import combined_limiting_magnitude, depth
-from psfmatch.diagnostics import residual_statistics
-from psfmatch.exposure import Exposure
-from psfmatch.modes import CONVOLVE_SCIENCE, CONVOLVE_TEMPLATE, psf_axis_fwhm
+from psfmatch.convolve_bands import band_ranges
+from psfmatch.decorrelate_bands import BandWhitener, finite_mean
+from psfmatch.decorrelation import IGNORE_MASK_PLANES, finish_record, whitening_plan
+from psfmatch.diagnostics import normalised_residual, residual_summary
+from psfmatch.modes import CONVOLVE_SCIENCE, CONVOLVE_TEMPLATE
 from psfmatch.scale_variance import (
     VarianceScale,
     background_image,
@@ -29,51 +36,62 @@ from psfmatch.scale_variance import (
     variance_scale_factor,
 )
 from psfmatch.steps.fields import StepConfig
-from psfmatch.steps.subtraction import psf_image, read_mode
+from psfmatch.steps.finalize_whole import (
+    FILTER_EXCLUDED_PLANES,
+    _fwhm,
+    decorrelate_whole,
+    depths,
+    mode_metrics,
+    rescaled_raw_variance,
+    zero_point,
+)
+from psfmatch.steps.subtraction import psf_image_at, read_mode
 
 __all__ = ["decorrelate"]
 
 logger = logging.getLogger("psfmatch.steps")
 
-#: Difference pixels the decorrelation filter must not spread (defects, the unconvolved
-#: border): they enter the filter as the image mean and keep their raw values.
-FILTER_EXCLUDED_PLANES = ("NO_DATA", "BAD", "SAT", "SAT_TEMPLATE", "CR", "EDGE", "SUSPECT")
+#: Rows per band of the whitening pass.
+BAND_ROWS = 512
 
 
-def _rescaled_raw_variance(raw: Exposure, known: np.ndarray, f_known: float,
-                           f_rest: float) -> Exposure:
-    """The raw difference with its variance ``known + rest`` made ``f_known·known + f_rest·rest``.
+@dataclass
+class _Input:
+    """What the whitening needs of one input image (no pixels)."""
 
-    image and mask unchanged; non-finite variance pixels stay as they are.
-    """
-    var = raw.variance.astype(np.float64)
-    with np.errstate(invalid="ignore"):
-        new = f_rest * var + (f_known - f_rest) * np.asarray(known, dtype=np.float64)
-    new = np.where(np.isfinite(var) & np.isfinite(new), new, var)
-    return raw.with_(variance=new.astype(np.float32))
-
-
-def _zero_point(diff: Any, science: Exposure, label: str) -> float | None:
-    """``difference.zero_point``, else the science header card ``zero_point_key``."""
-    if diff.zero_point is not None:
-        return float(diff.zero_point)
-    key = diff.zero_point_key
-    if key is None:
-        return None
-    value = science.metadata.get(key)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        logger.warning("%s: science header has no numeric %s (%r): depths in counts only",
-                       label, key, value)
-        return None
+    scale: VarianceScale
+    mean_variance: float  # for the filter (subtract.decorrelate.ignoreMaskPlanes)
+    depth_variance: float  # for the depth (the default ignored planes)
+    fill: float  # mean of the finite pixels of the rescaled variance plane
+    psf: Any
+    bbox: tuple[int, int, int, int]
+    metadata: dict[str, Any]
 
 
-def _fwhm(psf: np.ndarray | None) -> float | None:
-    if psf is None:
-        return None
-    fx, fy = psf_axis_fwhm(psf)
-    return float(math.sqrt(0.5 * (fx * fx + fy * fy)))
+def _measure(path: str, role: str, fwhm: float, sub: Any, label: str) -> _Input:
+    """Sources flagged, the variance factor and the mean variances of one input image."""
+    from psfmatch.decorrelation import mean_variance
+
+    exposure = io.read_exposure(path)
+    background = background_image(exposure)  # used twice
+    marked, n = mark_detected(exposure, psf_fwhm=fwhm, background=background)
+    if n:
+        logger.info("%s: %d %s pixels flagged DETECTED for the variance statistics", label, n,
+                    role)
+    del exposure
+    scale = VarianceScale(1.0, "off", 0)
+    if sub.do_scale_variance:
+        scale = variance_scale_factor(
+            marked, mask_planes=sub.scale_variance.mask_planes, limit=sub.scale_variance.limit,
+            label=f"{label} {role}", background=background)
+    del background
+    scaled = marked.with_(variance=(marked.variance * scale.factor).astype(np.float32))
+    fill = finite_mean(scaled.variance[np.isfinite(scaled.variance)])
+    ignored = tuple(sub.decorrelate.ignore_mask_planes)
+    for_filter = mean_variance(scaled, ignore_mask_planes=ignored)
+    for_depth = for_filter if ignored == tuple(IGNORE_MASK_PLANES) else mean_variance(scaled)
+    return _Input(scale=scale, mean_variance=for_filter, depth_variance=for_depth, fill=fill,
+                  psf=marked.psf, bbox=marked.bbox, metadata=dict(marked.metadata))
 
 
 def decorrelate(
@@ -95,196 +113,173 @@ def decorrelate(
 ) -> None:
     """Variance rescaling, decorrelation, the final products and ``metrics.json``.
 
-    Parameters
-    ----------
-    raw_path, raw_metrics_path : str
-        ``convolve``'s raw difference (or raw score) and its metrics.
-    template_path, science_path : str
-        The warped template and the science image (unconvolved inputs).
-    subtracted_path : str
-        The image the matched template was subtracted from: the science image, or the
-        preconvolved science image (score).
-    kernel_path, mode_path, psf_path : str
-        ``kernel.fits``, ``mode/mode.json`` and ``detect/psf.json`` (the FWHMs).
-    output_path : str
-        ``difference.fits`` (or ``score.fits`` with preconvolution).
-    difference_psf_path : str, optional
-        Where the unit-sum PSF of the final difference goes (not for a score image).
-    preconvolution_psf_path : str, optional
-        The PSF the science image was preconvolved with (score image only).
-
-    Notes
-    -----
-    * ``doScaleVariance``: factors :math:`f_T, f_S` (:func:`psfmatch.scale_variance.
-      variance_scale_factor`) multiply the template's and science's variance planes
-      wherever they enter here: the decorrelation's mean variances and variance
-      propagation, and the raw difference's variance
-      :math:`f_S V_S + f_T K^2 \\star V_T` (convolveTemplate;
-      :math:`(f_S K^2 \\star V_S + f_T V_T)/\\kappa_c^2` in convolveScience). The kernel
-      fit itself used the variance planes as given (docs/subtraction-modes.md#variance).
-    * ``doDecorrelation``: :func:`psfmatch.decorrelation.decorrelate` (or
-      :func:`psfmatch.preconvolution.score_image`) with the kernel at ``decorrelation_grid``
-      nodes; the final PSF is the whitened PSF of the unconvolved image. Without it the
-      raw difference (variance rescaled) is the final one and its PSF the unconvolved
-      image's.
+    Parameters and products as :func:`psfmatch.steps.finalize_whole.decorrelate_whole`
+    (whose notes give the maths); the result is the same up to the float64 rounding of
+    the band-sized transforms (below the float32 resolution of the products). With
+    ``difference.preconvolution`` the whole-image form runs.
     """
+    args = {k: v for k, v in locals().items()}
+    mode = read_mode(mode_path)
+    if mode.get("preconvolution"):
+        decorrelate_whole(**args)
+        return
     cfg = StepConfig("decorrelate", config)
     sub, diff = cfg.subtract, cfg.difference
-    mode = read_mode(mode_path)
-    raw = io.read_exposure(raw_path)
-    template = io.read_exposure(template_path)
-    science = io.read_exposure(science_path)
-    subtracted = science if subtracted_path == science_path else io.read_exposure(subtracted_path)
     kernel = io.read_kernel(kernel_path)
     metrics = io.read_json(raw_metrics_path)
     fwhm = {role: float(v["fwhm"]) for role, v in io.read_json(psf_path).items()
             if role in ("template", "science")}
-    preconvolved = bool(mode.get("preconvolution"))
-
-    # sources flagged DETECTED (if the inputs do not say where they are) for the
-    # statistics below; the images themselves are not changed
-    marked, backgrounds = {}, {}
-    for role, exp in (("template", template), ("science", science)):
-        backgrounds[role] = background_image(exp)  # one background per image, used twice
-        marked[role], n = mark_detected(exp, psf_fwhm=fwhm[role], background=backgrounds[role])
-        if n:
-            logger.info("%s: %d %s pixels flagged DETECTED for the variance statistics", label,
-                        n, role)
-    template, science = marked["template"], marked["science"]
-    scales = {"template": VarianceScale(1.0, "off", 0), "science": VarianceScale(1.0, "off", 0)}
+    inputs = {role: _measure(path, role, fwhm[role], sub, label)
+              for role, path in (("template", template_path), ("science", science_path))}
+    scales = {role: item.scale for role, item in inputs.items()}
     if sub.do_scale_variance:
-        for role, exp in (("template", template), ("science", science)):
-            scales[role] = variance_scale_factor(
-                exp, mask_planes=sub.scale_variance.mask_planes, limit=sub.scale_variance.limit,
-                label=f"{label} {role}", background=backgrounds[role])
         logger.info("%s: variance scale factors template %.4f (%s), science %.4f (%s)", label,
                     scales["template"].factor, scales["template"].method,
                     scales["science"].factor, scales["science"].method)
-    f_t, f_s = scales["template"].factor, scales["science"].factor
-    template_s = template.with_(variance=(template.variance * f_t).astype(np.float32))
-    science_s = science.with_(variance=(science.variance * f_s).astype(np.float32))
-    if mode["mode"] == CONVOLVE_SCIENCE:
-        x0, y0, x1, y1 = raw.bbox
-        norm = float(kernel.sum_at(0.5 * (x0 + x1), 0.5 * (y0 + y1)))
-        raw_s = _rescaled_raw_variance(raw, template.variance / norm**2, f_t, f_s)
-    else:
-        raw_s = _rescaled_raw_variance(raw, subtracted.variance, f_s, f_t)
-
-    # PSF of the image that was not convolved (its whitened version is the final PSF)
     unconvolved = "science" if mode["mode"] == CONVOLVE_TEMPLATE else "template"
-    exposures = {"science": science, "template": template}
-    psf_in, psf_source = psf_image(exposures[unconvolved], fwhm[unconvolved])
-    grid = tuple(int(g) for g in diff.decorrelation_grid)
-    options = {"grid": grid, "ignore_mask_planes": sub.decorrelate.ignore_mask_planes,
-               "complete_variance": sub.decorrelate.complete_var_plane_propagation}
+    convolved = "template" if unconvolved == "science" else "science"
+    psf_in, psf_source = psf_image_at(inputs[unconvolved].psf, inputs[unconvolved].bbox,
+                                      fwhm[unconvolved])
     info: dict[str, Any] = {"applied": False, "psf_source": psf_source}
-    final, psf_out = raw_s, psf_in
-    # defects must not be spread by the filter: filtered as the image mean, then restored
-    flagged = (raw_s.mask & raw_s.plane_bitmask(FILTER_EXCLUDED_PLANES)) != 0
-    filtered_input = raw_s.with_(image=np.where(flagged, np.nan, raw_s.image).astype(np.float32))
-    if sub.do_decorrelation:
-        if preconvolved:
-            from psfmatch.preconvolution import score_image
-
-            pre_psf = io.read_psf_model(preconvolution_psf_path).image_at(0.0, 0.0)
-            result = score_image(filtered_input, science=science_s, template=template_s,
-                                 kernel_at=kernel.image_at, psf_image=pre_psf, **options)
-        else:
-            from psfmatch.decorrelation import decorrelate as whiten
-
-            result = whiten(filtered_input, science=science_s, template=template_s,
-                            kernel_at=kernel.image_at, mode=mode["mode"], psf_image=psf_in,
-                            **options)
-        info.update({k: v for k, v in result.info.items() if k != "filters"})
-        info["filters"] = result.info.get("filters", [])
-        if "skipped" not in result.info:
-            info["applied"] = True
-            image = result.exposure.image.copy()
-            image[flagged] = raw_s.image[flagged]
-            final = result.exposure.with_(image=image)
-            info["pixels_not_filtered"] = {"planes": list(FILTER_EXCLUDED_PLANES),
-                                           "n": int(flagged.sum())}
-            if result.psf_image is not None:
-                psf_out = result.psf_image
-        else:
-            logger.warning("%s: decorrelation skipped: %s", label, result.info["skipped"])
-    psf_out = np.asarray(psf_out, dtype=np.float64) / float(np.sum(psf_out))
+    final_psf, final_stats, n_flagged, variance_final = _whiten_bands(
+        args, mode, kernel, inputs, sub, diff, info, psf_in, unconvolved, convolved)
+    psf_out = np.asarray(final_psf, dtype=np.float64) / float(np.sum(final_psf))
     info["psf_fwhm_before"] = _fwhm(psf_in)
-    info["psf_fwhm_after"] = _fwhm(psf_out) if not preconvolved else None
-    stats = residual_statistics(final)
+    info["psf_fwhm_after"] = _fwhm(psf_out)
+    if info["applied"]:
+        info["pixels_not_filtered"] = {"planes": list(FILTER_EXCLUDED_PLANES), "n": n_flagged}
     logger.info("%s: %s; D/sigma clipped std %.4f (raw %.4f)", label,
                 "decorrelated" if info["applied"] else "not decorrelated",
-                stats["clipped_std"], metrics["difference"]["clipped_std"])
-
-    zp = _zero_point(diff, science, label)
-    metrics.update(_mode_metrics(mode, scales, fwhm))
+                final_stats["clipped_std"], metrics["difference"]["clipped_std"])
+    zp = zero_point(diff, inputs["science"].metadata, label)
+    metrics.update(mode_metrics(mode, scales, fwhm))
     metrics["difference_before_decorrelation"] = metrics["difference"]
-    metrics["difference"] = {**stats, "image": "score" if preconvolved else "difference"}
+    metrics["difference"] = {**final_stats, "image": "difference"}
     metrics["decorrelation"] = info
-    metrics["depth"] = _depths(science_s, template_s, final, psf_in=psf_in, psf_out=psf_out,
-                               mode=mode, kernel_sum=float(kernel.kernel_sum), zero_point=zp,
-                               exposures=exposures, fwhm=fwhm, preconvolved=preconvolved)
-    from psfmatch.psf import ImagePsf
-
-    if preconvolved:
-        io.write_exposure(output_path, final.with_(psf=None))
-    else:
-        io.write_exposure(output_path, final.with_(psf=ImagePsf(psf_out)))
-        if difference_psf_path is not None:
-            io.write_psf_image(difference_psf_path, psf_out, metadata={
-                "PSFSRC": psf_source, "DECORREL": bool(info["applied"]),
-                "PSFOF": unconvolved, "PSFFWHM": info["psf_fwhm_after"]})
+    variances = {"science": inputs["science"].depth_variance,
+                 "template": inputs["template"].depth_variance, "difference": variance_final}
+    metrics["depth"] = depths(variances, psf_in=psf_in, psf_out=psf_out, mode=mode,
+                              kernel_sum=float(kernel.kernel_sum), zero_point=zp,
+                              psfs={r: (i.psf, i.bbox) for r, i in inputs.items()}, fwhm=fwhm,
+                              preconvolved=False)
+    if difference_psf_path is not None:
+        io.write_psf_image(difference_psf_path, psf_out, metadata={
+            "PSFSRC": psf_source, "DECORREL": bool(info["applied"]),
+            "PSFOF": unconvolved, "PSFFWHM": info["psf_fwhm_after"]})
     io.write_json(metrics_path, metrics)
 
 
-def _mode_metrics(mode: Mapping[str, Any], scales: Mapping[str, VarianceScale],
-                  fwhm: Mapping[str, float]) -> dict[str, Any]:
-    """The mode decision, coverage and variance factors, as metrics.json keys."""
-    return {
-        "mode": {**mode["decision"], "preconvolution": bool(mode.get("preconvolution")),
-                 "fwhm": dict(fwhm)},
-        "template_coverage": mode["template_coverage"],
-        "variance_scale": {role: {"factor": s.factor, "method": s.method,
-                                  "n_pixels": s.n_pixels} for role, s in scales.items()},
-    }
+def _whiten_bands(args: dict[str, Any], mode: Mapping[str, Any], kernel: Any,
+                  inputs: Mapping[str, _Input], sub: Any, diff: Any, info: dict[str, Any],
+                  psf_in: np.ndarray, unconvolved: str, convolved: str
+                  ) -> tuple[np.ndarray, dict[str, Any], int, float]:
+    """Rescale, whiten and write the raw difference band by band.
 
-
-def _depths(science: Exposure, template: Exposure, final: Exposure, *, psf_in: np.ndarray,
-            psf_out: np.ndarray, mode: Mapping[str, Any], kernel_sum: float,
-            zero_point: float | None, exposures: Mapping[str, Exposure],
-            fwhm: Mapping[str, float], preconvolved: bool) -> dict[str, Any]:
-    """5σ point-source depths of science, template and final difference (metrics.json).
-
-    Counts always (each image in its own counts); magnitudes with a zero point. The
-    template's zero point follows from the kernel sum: :math:`z_T = z_S - 2.5\\log_{10}
-    \\kappa` with :math:`\\kappa` science counts per template count (the kernel sum in
-    convolveTemplate, its inverse in convolveScience). ``ipdiffim`` holds ip_diffim's own
-    metadata values (PSF-size based, no noise term; docs/subtraction-modes.md#depth).
+    Returns the final PSF (before normalisation), the residual statistics, the number of
+    pixels kept out of the filter and the final image's clipped mean variance.
     """
-    from psfmatch.depth import ipdiffim_limiting_magnitude
+    from psfmatch.psf import ImagePsf
 
-    to_science = kernel_sum if mode["mode"] == CONVOLVE_TEMPLATE else 1.0 / kernel_sum
-    zp_t = None if zero_point is None else zero_point - 2.5 * math.log10(to_science)
-    psfs = {}
-    for role in ("science", "template"):
-        if mode["mode"] == CONVOLVE_TEMPLATE and role == "science" \
-                or mode["mode"] == CONVOLVE_SCIENCE and role == "template":
-            psfs[role] = psf_in
-        else:
-            psfs[role] = psf_image(exposures[role], fwhm[role])[0]
-    out: dict[str, Any] = {
-        "science": {**depth(science, psfs["science"], zero_point=zero_point),
-                    "counts": "science"},
-        "template": {**depth(template, psfs["template"], zero_point=zp_t),
-                     "counts": "template"},
-    }
-    out["template"]["limiting_flux_science_counts"] = \
-        out["template"]["limiting_flux"] * to_science
-    if not preconvolved:
-        out["difference"] = {**depth(final, psf_out, zero_point=zero_point), "counts": "science"}
-    m_s = ipdiffim_limiting_magnitude(psfs["science"], zero_point)
-    m_t = ipdiffim_limiting_magnitude(psfs["template"], zp_t)
-    out["ipdiffim"] = {"scienceLimitingMagnitude": m_s, "templateLimitingMagnitude": m_t,
-                       "diffimLimitingMagnitude": combined_limiting_magnitude(m_s, m_t)
-                       if math.isfinite(m_s) else math.nan}
-    return out
+    f = {role: item.scale.factor for role, item in inputs.items()}
+    grid = tuple(int(g) for g in diff.decorrelation_grid)
+    with ExitStack() as stack:
+        raw = stack.enter_context(io.open_exposure_rows(args["raw_path"]))
+        planes = {"template": stack.enter_context(io.open_exposure_rows(args["template_path"])),
+                  "science": stack.enter_context(io.open_exposure_rows(args["science_path"]))}
+        x0, y0 = raw.xy0
+        ny, nx = raw.shape
+        bbox = (x0, y0, x0 + nx - 1, y0 + ny - 1)
+        norm = None
+        if mode["mode"] == CONVOLVE_SCIENCE:
+            norm = float(kernel.sum_at(0.5 * (bbox[0] + bbox[2]), 0.5 * (bbox[1] + bbox[3])))
+        whitener, psf_out = None, psf_in
+        if sub.do_decorrelation:
+            plan = whitening_plan(bbox, kernel_at=kernel.image_at, mode=mode["mode"], grid=grid,
+                                  science_variance=inputs["science"].mean_variance,
+                                  template_variance=inputs["template"].mean_variance,
+                                  complete_variance=sub.decorrelate.complete_var_plane_propagation)
+            if norm is not None and "skipped" not in plan.info:
+                plan.info["norm"] = norm
+            info.update({k: v for k, v in plan.info.items() if k != "filters"})
+            if "skipped" in plan.info:
+                info["filters"] = []
+                logger.warning("%s: decorrelation skipped: %s", args["label"],
+                               plan.info["skipped"])
+            else:
+                whitener = BandWhitener(
+                    plan, raw.shape, raw.xy0,
+                    complete_variance=sub.decorrelate.complete_var_plane_propagation,
+                    norm=norm, fills={"image": _image_fill(raw),
+                                      "unconvolved": inputs[unconvolved].fill,
+                                      "convolved": inputs[convolved].fill})
+                psf_out = finish_record(plan, psf_in)
+                info.update({k: v for k, v in plan.info.items()})
+                info["applied"] = True
+        final_psf = np.asarray(psf_out, dtype=np.float64) / float(np.sum(psf_out))
+        writer = stack.enter_context(io.exposure_writer(
+            args["output_path"], shape=raw.shape, metadata=raw.metadata, wcs=raw.wcs,
+            xy0=raw.xy0, mask_planes=raw.mask_planes,
+            psf_image=np.asarray(ImagePsf(final_psf).image, dtype=np.float64)))
+        z = np.empty(ny * nx, dtype=np.float32)
+        good_var = np.empty(ny * nx, dtype=np.float32)
+        n_z = n_usable = n_var = n_flagged = 0
+        for start, stop in band_ranges(ny, BAND_ROWS):
+            lo, hi = whitener.rows_needed(start, stop) if whitener else (start, stop)
+            rows = raw.rows(lo, hi)
+            known = (planes["template"].rows(start, stop).variance / norm**2
+                     if norm is not None else planes["science"].rows(start, stop).variance)
+            core = slice(start - lo, stop - lo)
+            band = rows.with_(image=rows.image[core], mask=rows.mask[core],
+                              variance=rows.variance[core], xy0=(x0, y0 + start))
+            band = rescaled_raw_variance(band, known,
+                                         *((f["template"], f["science"]) if norm is not None
+                                           else (f["science"], f["template"])))
+            if whitener is not None:
+                flagged = (rows.mask & rows.plane_bitmask(FILTER_EXCLUDED_PLANES)) != 0
+                filtered = np.where(flagged, np.nan, rows.image).astype(np.float32)
+                variances = {role: (planes[role].rows(lo, hi).variance * f[role]
+                                    ).astype(np.float32) for role in planes}
+                image, variance = whitener.whiten(
+                    image=filtered, unconvolved=variances[unconvolved],
+                    convolved=variances[convolved], difference_variance=band.variance,
+                    start=start, stop=stop)
+                image[flagged[core]] = band.image[flagged[core]]
+                n_flagged += int(np.count_nonzero(flagged[core]))
+                band = band.with_(image=image, variance=variance)
+            writer.write(start, band)
+            values, usable = normalised_residual(band)
+            z[n_z : n_z + values.size] = values
+            n_z += values.size
+            n_usable += int(np.count_nonzero(usable))
+            bits = band.plane_bitmask(IGNORE_MASK_PLANES)
+            good = ((band.mask & bits) == 0) & np.isfinite(band.variance) \
+                & np.isfinite(band.image)
+            part = band.variance[good]
+            good_var[n_var : n_var + part.size] = part
+            n_var += part.size
+        stats = residual_summary(z[:n_z], n_usable=n_usable, n_total=ny * nx)
+        del z
+        variance_final = _clipped_mean(good_var[:n_var])
+    return psf_out, stats, n_flagged, variance_final
+
+
+def _clipped_mean(values: np.ndarray) -> float:
+    """:func:`psfmatch.decorrelation.mean_variance` of the gathered good variances."""
+    from psfmatch.stats import clipped_mean_std
+
+    return clipped_mean_std(values)[0]
+
+
+def _image_fill(raw: Any) -> float:
+    """Mean of the finite pixels of the raw difference left for the filter (whole image)."""
+    ny, nx = raw.shape
+    values = np.empty(ny * nx, dtype=np.float64)
+    n = 0
+    for start, stop in band_ranges(ny, BAND_ROWS):
+        rows = raw.rows(start, stop)
+        flagged = (rows.mask & rows.plane_bitmask(FILTER_EXCLUDED_PLANES)) != 0
+        image = np.where(flagged, np.nan, rows.image).astype(np.float32)
+        part = image[np.isfinite(image)]
+        values[n : n + part.size] = part
+        n += part.size
+    return finite_mean(values[:n])

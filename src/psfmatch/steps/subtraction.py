@@ -46,6 +46,7 @@ __all__ = [
     "fitting_fwhms",
     "preconvolve",
     "psf_image",
+    "psf_image_at",
     "read_mode",
     "subtraction_mode",
 ]
@@ -75,11 +76,17 @@ def psf_image(exposure: Exposure, fwhm: float) -> tuple[np.ndarray, str]:
     ``fwhm`` px sampled at pixel centres, ``2·ceil(4σ) + 1`` px wide (``"gaussian_fwhm"``;
     ``fwhm`` measured on stars includes the pixel response, as a PSF model would).
     """
+    return psf_image_at(exposure.psf, exposure.bbox, fwhm)
+
+
+def psf_image_at(psf: Any, bbox: tuple[int, int, int, int], fwhm: float
+                 ) -> tuple[np.ndarray, str]:
+    """:func:`psf_image` from a PSF model (or None) and the image's bbox."""
     from psfmatch.psf import GaussianPsf
 
-    if exposure.psf is not None and hasattr(exposure.psf, "image_at"):
-        x0, y0, x1, y1 = exposure.bbox
-        image = np.asarray(exposure.psf.image_at(0.5 * (x0 + x1), 0.5 * (y0 + y1)), dtype=float)
+    if psf is not None and hasattr(psf, "image_at"):
+        x0, y0, x1, y1 = bbox
+        image = np.asarray(psf.image_at(0.5 * (x0 + x1), 0.5 * (y0 + y1)), dtype=float)
         return image / image.sum(), "psf_model"
     image = np.asarray(GaussianPsf(float(fwhm)).image_at(0.0, 0.0), dtype=float)
     return image / image.sum(), "gaussian_fwhm"
