@@ -21,8 +21,6 @@ import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from astropy.stats import sigma_clipped_stats
-from scipy.spatial import cKDTree
 
 from psfmatch.basis import SIGMA_TO_FWHM
 from psfmatch.errors import PsfMatchError
@@ -79,7 +77,8 @@ def _subtract_background(image: np.ndarray, bad: np.ndarray, box_size: int) -> n
     # the warp and select jobs (which share psfmatch.steps.prepare) do not need.
     from photutils.background import Background2D, MedianBackground
 
-    data = np.where(bad, 0.0, image.astype(np.float64))
+    data = image.astype(np.float64)
+    data[bad] = 0.0
     box = (min(int(box_size), data.shape[0]), min(int(box_size), data.shape[1]))
     try:
         with warnings.catch_warnings():
@@ -96,23 +95,29 @@ def _subtract_background(image: np.ndarray, bad: np.ndarray, box_size: int) -> n
         level = float(np.median(good)) if good.size else 0.0
         log.warning("Background2D failed (%s); using the median %.4g instead", exc, level)
         bkg = level
-    out = data - bkg
-    out[bad] = 0.0
-    return out
+    data -= bkg  # in place: the same values as a new array
+    del bkg
+    data[bad] = 0.0
+    return data
 
 
-def _threshold_image(data: np.ndarray, variance: np.ndarray, bad: np.ndarray,
+def _threshold_image(data: np.ndarray, sigma: np.ndarray, bad: np.ndarray,
                      threshold: float, threshold_type: str) -> np.ndarray | float:
-    """Threshold in counts (scalar or per-pixel) with ip_diffim semantics."""
+    """Threshold in counts (scalar or per-pixel) with ip_diffim semantics.
+
+    ``sigma``: the square root of the variance plane, 0 on ``bad`` pixels.
+    """
     if threshold_type == "value":
         return float(threshold)
     if threshold_type == "pixel_stdev":
-        return float(threshold) * np.sqrt(np.where(bad, 0.0, variance.astype(np.float64)))
+        return float(threshold) * sigma
     good = data[~bad]
     if good.size < 2:
         msg = (f"threshold_type={threshold_type!r} needs image statistics but only "
                f"{good.size} usable pixel(s) remain")
         raise DetectionError(msg)
+    from astropy.stats import sigma_clipped_stats
+
     _, _, std = sigma_clipped_stats(good, sigma=3.0, maxiters=5)
     if threshold_type == "stdev":
         return float(threshold) * float(std)
@@ -193,19 +198,22 @@ def detect_candidates(
 
     bad = _bad_pixels(exposure, bad_mask_planes)
     data = _subtract_background(exposure.image, bad, background_box_size)
-    variance = exposure.variance.astype(np.float64)
-    bad |= variance < 0
-    thresh = _threshold_image(data, variance, bad, threshold, threshold_type)
+    bad |= exposure.variance < 0
+    # sqrt(variance) with 0 on bad pixels: the per-pixel threshold's and the error's
+    error = exposure.variance.astype(np.float64)
+    error[bad] = 0.0
+    np.sqrt(error, out=error)
+    thresh = _threshold_image(data, error, bad, threshold, threshold_type)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=NoDetectionsWarning)
         segm = detect_sources(data, thresh, int(n_pixels_min), connectivity=8, mask=bad)
+    del thresh
     if segm is None or segm.n_labels == 0:
         log.info("detected 0 sources (threshold %g %s, n_pixels_min %d)",
                  threshold, threshold_type, n_pixels_min)
         return _empty_candidates()
 
-    error = np.sqrt(np.where(bad, 0.0, variance))
     cat = SourceCatalog(data, segm, error=error, mask=bad)
     x0, y0 = exposure.xy0
     x = np.asarray(cat.x_centroid, dtype=np.float64) + x0
@@ -310,6 +318,8 @@ def measure_fwhm(
     counts["finite"] = int(keep.sum())
     if sep > 0 and xs.size > 1:
         pts = np.column_stack([np.where(keep, xs, 1e300), np.where(keep, ys, 1e300)])
+        from scipy.spatial import cKDTree
+
         pairs = cKDTree(pts).query_pairs(sep, output_type="ndarray")
         crowded = np.zeros(xs.size, dtype=bool)
         crowded[pairs.ravel()] = True
@@ -326,8 +336,11 @@ def measure_fwhm(
     offs = np.arange(-hw, hw + 1)
     rr = row[idx, None, None] + offs[None, :, None]
     cc = col[idx, None, None] + offs[None, None, :]
-    bad = _bad_pixels(exposure, bad_mask_planes)
-    clean = ~bad[rr, cc].any(axis=(1, 2))
+    bits = exposure.plane_bitmask(bad_mask_planes)
+    bad = ~np.isfinite(exposure.image[rr, cc]) | ~np.isfinite(exposure.variance[rr, cc])
+    if bits:
+        bad |= (exposure.mask[rr, cc] & bits) != 0
+    clean = ~bad.any(axis=(1, 2))
     idx = idx[clean][: int(max_stars)]
     counts["clean"] = int(clean.sum())
     stamps = exposure.image[rr[clean][: idx.size], cc[clean][: idx.size]].astype(np.float64)

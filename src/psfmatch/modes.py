@@ -323,15 +323,17 @@ def template_coverage(template: Exposure, science: Exposure) -> float:
     """
     sx0, sy0, sx1, sy1 = science.bbox
     tx0, ty0, tx1, ty1 = template.bbox
-    good = np.isfinite(science.image) & ((science.mask & science.plane_bitmask(["NO_DATA"])) == 0)
-    t_good = np.zeros(science.shape, dtype=bool)
+    s_bit, t_bit = science.plane_bitmask(["NO_DATA"]), template.plane_bitmask(["NO_DATA"])
     ix0, iy0, ix1, iy1 = max(sx0, tx0), max(sy0, ty0), min(sx1, tx1), min(sy1, ty1)
-    if ix0 <= ix1 and iy0 <= iy1:
-        t_img = template.image[iy0 - ty0:iy1 - ty0 + 1, ix0 - tx0:ix1 - tx0 + 1]
-        t_msk = template.mask[iy0 - ty0:iy1 - ty0 + 1, ix0 - tx0:ix1 - tx0 + 1]
-        t_good[iy0 - sy0:iy1 - sy0 + 1, ix0 - sx0:ix1 - sx0 + 1] = np.isfinite(t_img) & (
-            (t_msk & template.plane_bitmask(["NO_DATA"])) == 0)
-    return float(np.mean(good & t_good))
+    count = 0
+    for start in range(iy0, iy1 + 1, 256):  # rows of the overlap, a band at a time
+        stop = min(start + 256, iy1 + 1)
+        s_rows = np.s_[start - sy0 : stop - sy0, ix0 - sx0 : ix1 - sx0 + 1]
+        t_rows = np.s_[start - ty0 : stop - ty0, ix0 - tx0 : ix1 - tx0 + 1]
+        both = np.isfinite(science.image[s_rows]) & ((science.mask[s_rows] & s_bit) == 0) \
+            & np.isfinite(template.image[t_rows]) & ((template.mask[t_rows] & t_bit) == 0)
+        count += int(np.count_nonzero(both))
+    return float(np.float64(count) / science.image.size)  # the mean of the boolean map
 
 
 def check_template_coverage(fraction: float, *, required: float, label: str) -> None:
@@ -408,9 +410,9 @@ def star_axis_fwhm(
     offs = np.arange(-hw, hw + 1)
     rr = row[idx, None, None] + offs[None, :, None]
     cc = col[idx, None, None] + offs[None, None, :]
-    bad = ~np.isfinite(exposure.image) | ~np.isfinite(exposure.variance) \
-        | ((exposure.mask & exposure.plane_bitmask(bad_mask_planes)) != 0)
-    clean = ~bad[rr, cc].any(axis=(1, 2))
+    bad = ~np.isfinite(exposure.image[rr, cc]) | ~np.isfinite(exposure.variance[rr, cc]) \
+        | ((exposure.mask[rr, cc] & exposure.plane_bitmask(bad_mask_planes)) != 0)
+    clean = ~bad.any(axis=(1, 2))
     stamps = exposure.image[rr[clean], cc[clean]][: int(max_stars)].astype(np.float64)
     if stamps.shape[0] < 3:
         msg = f"{stamps.shape[0]} usable stars for the per-axis FWHMs (3 needed)"
@@ -447,17 +449,45 @@ def bright_peaks(
     """
     from scipy.ndimage import maximum_filter
 
-    image = exposure.image.astype(np.float64)
-    variance = exposure.variance.astype(np.float64)
-    bad = ~np.isfinite(image) | ~np.isfinite(variance) | ~(variance > 0) \
-        | ((exposure.mask & exposure.plane_bitmask(bad_mask_planes)) != 0)
-    if bad.all():
+    bits = exposure.plane_bitmask(bad_mask_planes)
+    ny = exposure.shape[0]
+    bands = [(s, min(s + 256, ny)) for s in range(0, ny, 256)]
+
+    def bad_rows(lo: int, hi: int) -> np.ndarray:
+        image, variance = exposure.image[lo:hi], exposure.variance[lo:hi]
+        return ~np.isfinite(image) | ~np.isfinite(variance) | ~(variance > 0) \
+            | ((exposure.mask[lo:hi] & bits) != 0)
+
+    # the median of the good pixels (numpy's, on the same values), a band at a time
+    good = np.concatenate([exposure.image[s:e][~bad_rows(s, e)] for s, e in bands])
+    if good.size == 0:
         return np.zeros(0), np.zeros(0)
-    level = float(np.median(image[~bad]))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        snr = np.where(bad, -np.inf, (image - level) / np.sqrt(variance))
-    peak = (snr == maximum_filter(snr, size=5)) & (snr >= float(min_snr))
-    rows, cols = np.nonzero(peak)
-    order = np.argsort(-snr[rows, cols], kind="stable")[: int(max_peaks)]
+    level = _median(good)
+    del good
+    rows_found, cols_found, snr_found = [], [], []
+    for start, stop in bands:  # 5x5 maxima: each band with 2 rows of halo
+        lo, hi = max(0, start - 2), min(ny, stop + 2)
+        variance = exposure.variance[lo:hi].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            snr = np.where(bad_rows(lo, hi), -np.inf,
+                           (exposure.image[lo:hi].astype(np.float64) - level) / np.sqrt(variance))
+        core = slice(start - lo, stop - lo)
+        peak = (snr[core] == maximum_filter(snr, size=5)[core]) & (snr[core] >= float(min_snr))
+        rows, cols = np.nonzero(peak)
+        rows_found.append(rows + start)
+        cols_found.append(cols)
+        snr_found.append(snr[core][rows, cols])
+    rows, cols = np.concatenate(rows_found), np.concatenate(cols_found)
+    order = np.argsort(-np.concatenate(snr_found), kind="stable")[: int(max_peaks)]
     return (cols[order] + exposure.xy0[0]).astype(np.float64), \
         (rows[order] + exposure.xy0[1]).astype(np.float64)
+
+
+def _median(values: np.ndarray) -> float:
+    """``np.median(values.astype(float64))`` of a 1-D array, partitioning ``values`` itself."""
+    n = values.size
+    half = n // 2
+    values.partition([half - 1, half] if n % 2 == 0 else [half])
+    if n % 2:
+        return float(values[half])
+    return float(np.mean(values[half - 1 : half + 1].astype(np.float64)))

@@ -100,12 +100,11 @@ def detect(
 
     cfg = StepConfig("detect", config)
     det = cfg.psf_match.detection
-    template = io.read_exposure(template_path)
-    science = io.read_exposure(science_path)
     mode = read_mode(mode_path)
-    convolved, matched_to = fitting_exposures(template, science, mode)
-    image = convolved if det.det_on_template else matched_to
     detected_on = mode["roles"]["template" if det.det_on_template else "science"]
+    paths = {"template": template_path, "science": science_path}
+    # one image in memory at a time: the detection image, then the other one
+    image = io.read_exposure(paths[detected_on])
     table = detect_candidates(
         image,
         threshold=det.det_threshold,
@@ -122,20 +121,31 @@ def detect(
     if n == 0:
         msg = f"{label}: no kernel candidates detected"
         raise InsufficientCandidatesError(msg, {"detected": 0})
-    psf: dict[str, Any] = {}
     # FWHMs from well-measured stars only: S/N >= 50, footprint not replaced.
     bright = (table["snr"] >= 50.0) & ~table["replaced"]
-    for role, exposure in (("template", template), ("science", science)):
+    other = "science" if detected_on == "template" else "template"
+    measured: dict[str, Any] = {}
+    for role in (detected_on, other):
+        exposure = image if role == detected_on else io.read_exposure(paths[role])
+        image = None  # the detection image is not needed beyond its own FWHM
         if exposure.psf is not None:
-            psf[role] = {"fwhm": float(exposure.psf.fwhm), "method": "psf_model", "n_stars": 0}
-            continue
-        try:
-            fwhm, used = measure_fwhm(
-                exposure, table["x"][bright], table["y"][bright], min_separation=10.0
-            )
-        except PsfMatchError as err:
+            measured[role] = {"fwhm": float(exposure.psf.fwhm), "method": "psf_model",
+                              "n_stars": 0}
+        else:
+            try:
+                fwhm, used = measure_fwhm(
+                    exposure, table["x"][bright], table["y"][bright], min_separation=10.0
+                )
+                measured[role] = {"fwhm": fwhm, "method": "adaptive_moments", "n_stars": used}
+            except PsfMatchError as err:
+                measured[role] = err
+        del exposure
+    psf: dict[str, Any] = {}
+    for role in ("template", "science"):  # a failure is reported in this order
+        if isinstance(measured[role], PsfMatchError):
+            err = measured[role]
             raise type(err)(f"{label}: measuring the {role} PSF FWHM: {err}") from err
-        psf[role] = {"fwhm": fwhm, "method": "adaptive_moments", "n_stars": used}
+        psf[role] = measured[role]
     logger.info("%s: PSF FWHM template %.3f px, science %.3f px", label,
                 psf["template"]["fwhm"], psf["science"]["fwhm"])
     io.write_table(
