@@ -23,5 +23,11 @@ module                      steps (= rules)
 
 This package imports nothing itself, so that the workflow can read :mod:`.fields` at
 parse time without loading the numerical code, and each job imports only the modules
-its step needs (a job's start-up is part of every step's cost).
+its step needs (a job's start-up is part of every step's cost). It only sets the
+linear-algebra thread defaults Snakemake gives its jobs (:mod:`psfmatch.threads`), for
+the processes that run steps outside Snakemake.
 """
+
+from psfmatch.threads import default_blas_threads
+
+default_blas_threads()
