@@ -59,6 +59,8 @@ def run_size(size: int, cores: int, workdir: Path, hook_dir: Path) -> dict[str, 
     (workdir / "config").mkdir(parents=True)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["simulate"] = {"cal": {"seed": 1, "shape": [size, size]}}
+    # no exposures sheet in the scratch folder: model-PSF matching is not part of the run
+    config["model_psf_match"].pop("exposures", None)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     (workdir / "config" / "pairs.tsv").write_text(
         "pair\ttemplate\tscience\n"

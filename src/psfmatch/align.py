@@ -24,16 +24,17 @@ No file I/O happens here.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from psfmatch.config import WarpingConfig, WarpOptions
 from psfmatch.errors import PsfMatchError, RegistrationError
 from psfmatch.exposure import Exposure
-from psfmatch.register import AffineTransform, register_exposures
-from psfmatch.warp import warp_exposure, wcs_overlap_fraction
 from psfmatch.warp_transform import warp_exposure_pixels, warp_kernels
+
+if TYPE_CHECKING:
+    from psfmatch.register import AffineTransform
 
 __all__ = ["align_template", "choose_registration", "pass_through_record"]
 
@@ -50,6 +51,8 @@ def choose_registration(science: Exposure, template: Exposure, mode: str) -> dic
         and ``wcs_overlap_fraction`` (fraction of the science grid that falls on the
         template through the WCSs; None unless both images have a WCS).
     """
+    from psfmatch.warp import wcs_overlap_fraction
+
     has = {"science": science.wcs is not None, "template": template.wcs is not None}
     overlap = (wcs_overlap_fraction(science.wcs, science.shape, template.wcs, template.shape)
                if all(has.values()) else None)
@@ -154,6 +157,9 @@ def align_template(
         As :func:`psfmatch.warp.warp_exposure` (``wcs``: a missing WCS, no overlap) or
         :func:`psfmatch.warp_transform.warp_exposure_pixels`.
     """
+    from psfmatch.register import register_exposures
+    from psfmatch.warp import warp_exposure
+
     choice = choose_registration(science, template, warp.registration)
     kw = {"kernel": warping.warping_kernel_name, "mask_kernel": warping.mask_warping_kernel_name,
           "interp_length": warping.interp_length, "grow_full_mask": warping.grow_full_mask,
