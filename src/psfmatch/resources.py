@@ -75,35 +75,32 @@ class StepCost:
 #: Per-step costs (``bench/resource_calibration.py``; fitted values rounded up ~10 %).
 #: ``final_kernel`` runs the spatial-fit code on the last assessment.
 STEP_COSTS: dict[str, StepCost] = {
-    "simulate": StepCost(175, 75, 2.0, 0.6),
-    "ingest": StepCost(100, 40, 2.0, 0.2),
-    "warp": StepCost(100, 50, 2.0, 0.3, multithreaded=True),
-    "detect": StepCost(200, 70, 3.0, 1.0),
-    "select": StepCost(150, 48, 2.0, 0.25),
-    "fit_single_kernels": StepCost(150, 8, 2.0, 0.3),
+    "simulate": StepCost(175, 72, 2.0, 0.6),
+    "ingest": StepCost(55, 24, 2.0, 0.2),
+    "warp": StepCost(55, 9, 2.0, 0.3, multithreaded=True),
+    "detect": StepCost(235, 45, 3.0, 1.0),
+    "select": StepCost(150, 33, 2.0, 0.25),
+    "fit_single_kernels": StepCost(150, 4, 2.0, 0.3),
     "kernel_sum_clip": StepCost(150, 1, 2.0, 0.1),
     "spatial_fit": StepCost(150, 6, 2.0, 0.1),
     "final_kernel": StepCost(150, 6, 2.0, 0.1),
-    "assess": StepCost(150, 8, 2.0, 0.15),
-    "convolve": StepCost(180, 90, 2.0, 0.6, multithreaded=True),
-    # Not calibrated with bench/resource_calibration.py yet: from one 1024² demo run each
-    # (qa 278 MB / 6 s), scaled like the steps that read the same images, rounded up.
-    "qa": StepCost(250, 120, 4.0, 5.0),
+    "assess": StepCost(150, 6, 2.0, 0.15),
+    "convolve": StepCost(205, 16, 2.0, 0.6, multithreaded=True),
+    # qa's memory calibrated with the others (its time: one 1024² demo run, rounded up).
+    "qa": StepCost(245, 122, 4.0, 5.0),
     "simulated_psf": StepCost(150, 0, 2.0, 0.0),
     "model_psf_kernel": StepCost(150, 50, 2.0, 1.0),
     "model_psf_convolve": StepCost(180, 90, 2.0, 0.6, multithreaded=True),
-    # Not calibrated with bench/resource_calibration.py yet: peak RSS of 1024² and 2048²
-    # true-kernel pairs (detect_dia_sources 402 / 1055 MB, qa_dia 324 / 582 MB) and their
-    # wall times on a loaded 2-core machine (8.2 / 26.4 s, 9.2 / 10.0 s), rounded up.
-    "detect_dia_sources": StepCost(200, 230, 3.0, 6.0),
-    "qa_dia": StepCost(250, 90, 6.0, 0.5),
-    # subtraction modes: peak RSS (VmHWM) and wall time of each step in a fresh
-    # interpreter on the 1024² and 2048² pairs of bench/resource_calibration.py
-    # (subtraction_mode 164 / 368 MB, preconvolve 165 / 372 MB, decorrelate 267 / 721 MB,
-    # 2.0 / 5.5 s), fitted and rounded up ~10 %
-    "subtraction_mode": StepCost(110, 72, 2.0, 0.3),
+    # DIA sources: memory calibrated with the others; times from 1024² and 2048²
+    # true-kernel pairs on a loaded 2-core machine (8.2 / 26.4 s, 9.2 / 10.0 s), rounded up.
+    "detect_dia_sources": StepCost(175, 222, 3.0, 6.0),
+    "qa_dia": StepCost(250, 84, 6.0, 0.5),
+    # subtraction modes: subtraction_mode and decorrelate calibrated with the others;
+    # preconvolve (not in the default DAG): VmHWM of the 1024² and 2048² pairs (165 / 372
+    # MB), fitted and rounded up ~10 %
+    "subtraction_mode": StepCost(90, 33, 2.0, 0.3),
     "preconvolve": StepCost(110, 75, 2.0, 0.3, multithreaded=True),
-    "decorrelate": StepCost(130, 160, 2.0, 1.2, multithreaded=True),
+    "decorrelate": StepCost(155, 42, 2.0, 1.2, multithreaded=True),
 }
 
 
