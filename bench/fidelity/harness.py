@@ -170,6 +170,7 @@ def measure(products: dict[str, Path], sim: dict[str, Path], *, flux_min: float 
         "clipped_std": metrics["difference"]["clipped_std"],
         "used": metrics["candidates"]["used_in_final_fit"],
         "regularization": metrics.get("regularization"),
+        "uncertainty": metrics.get("uncertainty"),
     }
 
 

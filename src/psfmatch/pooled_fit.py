@@ -185,6 +185,7 @@ def fit_pooled_regularized(
     n_data: int = 0,
     constant_sum: bool = True,
     shape_prior: bool = True,
+    template_noise: np.ndarray | None = None,
     compute_covariance: bool = False,
 ) -> PooledFit:
     """Regularized spatial DF kernel from pooled candidates (module docstring).
@@ -200,6 +201,11 @@ def fit_pooled_regularized(
     gives a pilot kernel ``g`` (the kernel at the centre of the spatial functions); the
     second pass penalises :func:`shape_projected` ``H`` instead, so the amplitude is
     left to the data.
+
+    ``template_noise``: each candidate's template-noise matrix ``N_c``
+    (:func:`psfmatch.noise_bias.template_noise_matrix`); λ is still chosen on the
+    observed system, and the solution uses :math:`M_s - N_s + \\lambda H_s`, which
+    removes the errors-in-variables shrinkage of the kernel to first order.
 
     Returns
     -------
@@ -219,6 +225,13 @@ def fit_pooled_regularized(
     z = constant_sum_basis(n_basis, nkt, nbt) if constant_sum else np.eye(m_s.shape[0])
     m_y, b_y = z.T @ m_s @ z, z.T @ b_s
     m_y = 0.5 * (m_y + m_y.T)
+    n_y = np.zeros_like(m_y)
+    if template_noise is not None:
+        n_s, _ = pooled_normal_equations(centres, template_noise,
+                                         np.zeros(np.shape(template_noise)[:2]),
+                                         n_basis=n_basis, kernel_function=kernel_function,
+                                         background_function=background_function)
+        n_y = z.T @ n_s @ z
     h_kernel = np.asarray(regularization, dtype=np.float64)[:n_basis, :n_basis]
 
     def solve(h_pixels: np.ndarray):
@@ -234,7 +247,7 @@ def fit_pooled_regularized(
             lam = choice.value
         else:
             lam = float(regularization_lambda)
-        a = m_y + lam * h_y
+        a = m_y - n_y + lam * h_y
         return np.linalg.solve(a, b_y), a, choice, lam
 
     y, a, choice, lam = solve(h_kernel)
@@ -247,7 +260,7 @@ def fit_pooled_regularized(
     covariance = None
     if compute_covariance:
         inverse = np.linalg.inv(a)
-        cov_y = inverse @ m_y @ inverse
+        cov_y = inverse @ (m_y - n_y) @ inverse
         covariance = z @ (0.5 * (cov_y + cov_y.T)) @ z.T
     fit = SpatialFit(
         kernel_coefficients=solution[: n_basis * nkt].reshape(n_basis, nkt),
