@@ -49,16 +49,17 @@ def run(work: Path, sim: dict[str, Path], overrides: dict, *, max_candidates: in
                     max_candidates=max_candidates)
 
 
-def star_pixels(truth: synth.Truth, sources: dict, shape, *, flux_min: float = 2000.0,
+def star_pixels(sources: dict, shape, *, fwhm: float, shift, flux_min: float = 2000.0,
                 radius: float | None = None) -> np.ndarray:
     """Boolean image of pixels near bright unsaturated in-frame stars."""
     ny, nx = shape
     kind = sources["kind"]
-    fwhm = truth.params.science_fwhm
     r = 1.5 * fwhm if radius is None else radius
     sel = (kind == "star") & sources["in_frame"] & (sources["flux_template"] >= flux_min)
-    x = sources["x"][sel] - truth.params.kernel_shift[0]
-    y = sources["y"][sel] - truth.params.kernel_shift[1]
+    if "saturated" in sources:
+        sel &= ~np.asarray(sources["saturated"], dtype=bool)
+    x = sources["x"][sel] - shift[0]
+    y = sources["y"][sel] - shift[1]
     out = np.zeros(shape, dtype=bool)
     ri = int(np.ceil(r))
     oy, ox = np.mgrid[-ri:ri + 1, -ri:ri + 1]
@@ -142,9 +143,18 @@ def positions(shape, margin=100):
             "ur": (nx - 1 - margin, ny - 1 - margin)}
 
 
-def measure(products: dict[str, Path], sim: dict[str, Path], *, flux_min: float = 2000.0):
-    truth = synth.Truth.from_dict(io.read_json(sim["truth"]))
-    sources = io.read_table(sim["sources"]).columns
+def measure(products: dict[str, Path], sim: dict[str, Path], *, flux_min: float = 2000.0,
+            truth=None, sources=None, fwhm=None, shift=None):
+    """Oracle comparison of one chain run (see the module docstring).
+
+    ``truth``/``sources`` default to the files of a :mod:`psfmatch.synth` pair; a
+    crowded pair passes its own (anything with ``kernel.kernel_at/apply/centre``,
+    ``background_at``, ``photometric_scale``), with ``fwhm`` and mean ``shift``.
+    """
+    if truth is None:
+        truth = synth.Truth.from_dict(io.read_json(sim["truth"]))
+        sources = io.read_table(sim["sources"]).columns
+        fwhm, shift = truth.params.science_fwhm, truth.params.kernel_shift
     science = io.read_exposure(sim["science"])
     template = io.read_exposure(products["warped.fits"])
     diff = io.read_exposure(products["difference.fits"])
@@ -153,24 +163,32 @@ def measure(products: dict[str, Path], sim: dict[str, Path], *, flux_min: float 
     bad = diff.plane_bitmask(steps.STATS_BAD_PLANES)
     usable = ((diff.mask & bad) == 0) & np.isfinite(diff.image) & (diff.variance > 0)
     sigma = oracle_sigma(truth, science, template, usable)
-    stars = star_pixels(truth, sources, diff.shape, flux_min=flux_min) & usable
+    stars = star_pixels(sources, diff.shape, fwhm=fwhm, shift=shift, flux_min=flux_min) & usable
+    extra = {}
+    if getattr(truth, "saturated", None) is not None:  # crowded pairs: drop saturated wings
+        from scipy import ndimage
+
+        near = ndimage.binary_dilation(truth.saturated, iterations=int(3 * fwhm))
+        stars &= ~near
+        extra["det5_fit_unsat"] = residual_detections(diff.image / sigma, usable & ~near, fwhm)
+        extra["det5_true_unsat"] = residual_detections(d_true_z := true_difference(truth, science, template) / sigma, usable & ~near, fwhm)
     z_fit = diff.image / sigma
     d_true = true_difference(truth, science, template)
     z_true = d_true / sigma
     std_fit, std_true = float(z_fit[stars].std()), float(z_true[stars].std())
-    fwhm = truth.params.science_fwhm
     return {
         "std_star_fit": std_fit, "std_star_true": std_true, "oracle_ratio": std_fit / std_true,
         "n_star_pixels": int(stars.sum()),
         "kernel_sum": kernel.kernel_sum,
         "kernel_sum_error": kernel.kernel_sum / truth.photometric_scale - 1.0,
-        "l1": kernel_l1(kernel, truth, positions(diff.shape)),
+        "l1": kernel_l1(kernel, truth, positions(diff.shape, margin=min(100, diff.shape[0] // 8))),
         "det5_fit": residual_detections(z_fit, usable, fwhm),
         "det5_true": residual_detections(z_true, usable, fwhm),
         "clipped_std": metrics["difference"]["clipped_std"],
         "used": metrics["candidates"]["used_in_final_fit"],
         "regularization": metrics.get("regularization"),
         "uncertainty": metrics.get("uncertainty"),
+        **extra,
     }
 
 
@@ -276,6 +294,41 @@ class pooled_df:
                       "geometric_condition": None, "condition_number": res.fit.condition_number,
                       "refused": None}
             return spatial.ReducedOrderFit(res.fit, kernel_function, background_function, [record])
+
+        spatial.fit_spatial_reducing_order = wrapped
+        return self
+
+    def __exit__(self, *exc):
+        from psfmatch import spatial
+
+        spatial.fit_spatial_reducing_order = self.original
+        return False
+
+
+class auto_order:
+    """Context manager: the spatial kernel order is chosen by two-fold cross-validation
+    (:mod:`psfmatch.spatial_order`) among ``orders`` before every spatial fit."""
+
+    def __init__(self, orders=(0, 1, 2, 3, 4)):
+        self.orders = orders
+
+    def __enter__(self):
+        from psfmatch import spatial, spatial_order
+
+        self.original = original = spatial.fit_spatial_reducing_order
+        orders = self.orders
+
+        def wrapped(centres, matrices, vectors, *, n_basis, kernel_function,
+                    background_function, constant_first_term, **kw):
+            choice = spatial_order.cross_validated_order(
+                centres, matrices, vectors, n_basis=n_basis, kernel_function=kernel_function,
+                background_function=background_function, constant_first_term=constant_first_term,
+                orders=orders)
+            CHOICES.append({"order": choice.order, "scores": choice.scores})
+            kf = spatial.SpatialFunction(choice.order, kernel_function.model_type, kernel_function.bbox)
+            return original(centres, matrices, vectors, n_basis=n_basis, kernel_function=kf,
+                            background_function=background_function,
+                            constant_first_term=constant_first_term, **kw)
 
         spatial.fit_spatial_reducing_order = wrapped
         return self
