@@ -136,6 +136,22 @@ def kernel_l1(kernel: SpatialKernel, truth: synth.Truth, positions) -> dict[str,
     return out
 
 
+def kernel_l1_noise(kernel: SpatialKernel, positions) -> dict[str, float] | None:
+    """Expected relative L1 error from the kernel's own covariance alone.
+
+    ``E|e| = σ sqrt(2/π)`` per pixel for a Gaussian error of standard deviation ``σ``
+    (pixel variances from ``SpatialKernel.image_variance_at``), summed and divided by
+    ``Σ|K|``: the L1 error the fit would have if it were unbiased.
+    """
+    if kernel.covariance is None:
+        return None
+    out = {}
+    for name, (x, y) in positions.items():
+        sigma = np.sqrt(np.clip(kernel.image_variance_at(x, y), 0.0, None))
+        out[name] = float(np.sqrt(2.0 / np.pi) * sigma.sum() / np.abs(kernel.image_at(x, y)).sum())
+    return out
+
+
 def positions(shape, margin=100):
     ny, nx = shape
     return {"centre": ((nx - 1) / 2, (ny - 1) / 2), "ll": (margin, margin),
@@ -188,6 +204,7 @@ def measure(products: dict[str, Path], sim: dict[str, Path], *, flux_min: float 
         "used": metrics["candidates"]["used_in_final_fit"],
         "regularization": metrics.get("regularization"),
         "uncertainty": metrics.get("uncertainty"),
+        "l1_expected_from_covariance": kernel_l1_noise(kernel, positions(diff.shape, margin=min(100, diff.shape[0] // 8))),
         **extra,
     }
 
