@@ -72,7 +72,8 @@ def pooled_normal_equations(
     pk = _terms(kernel_function, xy)
     nkt = pk.shape[1]
     nk = n_basis * nkt
-    pb = _terms(background_function, xy) if background_function is not None else np.zeros((len(xy), 0))
+    pb = (_terms(background_function, xy) if background_function is not None
+          else np.zeros((len(xy), 0)))
     nbt = pb.shape[1]
     m_s = np.zeros((nk + nbt, nk + nbt))
     b_s = np.zeros(nk + nbt)
@@ -138,8 +139,8 @@ def shape_projected(regularization: np.ndarray, shape: np.ndarray) -> np.ndarray
 def constant_sum_basis(n_basis: int, n_kernel_terms: int, n_background_terms: int) -> np.ndarray:
     """Orthonormal ``Z`` with ``c = Z y`` ⇔ the kernel sum is the same everywhere.
 
-    The sum at ``(x, y)`` is :math:`\sum_t f_t(x, y) \sum_i c_{it}`; it is constant
-    when :math:`\sum_i c_{it} = 0` for every non-constant term ``t ≥ 1`` (term 0 of
+    The sum at ``(x, y)`` is :math:`\\sum_t f_t(x, y) \\sum_i c_{it}`; it is constant
+    when :math:`\\sum_i c_{it} = 0` for every non-constant term ``t ≥ 1`` (term 0 of
     both families is the constant 1). ``Z`` spans the null space of those
     ``n_kernel_terms − 1`` constraints.
     """
