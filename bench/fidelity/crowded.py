@@ -1,3 +1,4 @@
+# ruff: noqa: E501, B023, N801, F841, B905  (research scripts: measurement, not library code)
 """Crowded-field runs: simulate (psfmatch.synth_crowded), run the chain, compare to the oracle.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/fidelity/crowded.py WORKDIR RUN [RUN ...]
@@ -12,8 +13,6 @@ import json
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as h  # noqa: E402

@@ -1,3 +1,4 @@
+# ruff: noqa: E501, B023, N801, F841, B905  (research scripts: measurement, not library code)
 """Measurement harness for the fidelity research (simulated pairs, oracle comparison).
 
 Not a test: helpers used by the scripts in this folder. Everything is in-process
@@ -21,6 +22,13 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+
+from tests.integration.oracle import (  # noqa: E402,F401
+    oracle_sigma,
+    residual_detections,
+    star_pixels,
+    true_difference,
+)
 
 from psfmatch import io, steps, synth  # noqa: E402
 from psfmatch.kernel import SpatialKernel  # noqa: E402
@@ -47,75 +55,6 @@ def run(work: Path, sim: dict[str, Path], overrides: dict, *, max_candidates: in
     work.mkdir(parents=True, exist_ok=True)
     return run_pair(work, sim["template"], sim["science"], psf_match_overrides=overrides,
                     max_candidates=max_candidates)
-
-
-def star_pixels(sources: dict, shape, *, fwhm: float, shift, flux_min: float = 2000.0,
-                radius: float | None = None) -> np.ndarray:
-    """Boolean image of pixels near bright unsaturated in-frame stars."""
-    ny, nx = shape
-    kind = sources["kind"]
-    r = 1.5 * fwhm if radius is None else radius
-    sel = (kind == "star") & sources["in_frame"] & (sources["flux_template"] >= flux_min)
-    if "saturated" in sources:
-        sel &= ~np.asarray(sources["saturated"], dtype=bool)
-    x = sources["x"][sel] - shift[0]
-    y = sources["y"][sel] - shift[1]
-    out = np.zeros(shape, dtype=bool)
-    ri = int(np.ceil(r))
-    oy, ox = np.mgrid[-ri:ri + 1, -ri:ri + 1]
-    disk = ox**2 + oy**2 <= r * r
-    for xi, yi in zip(x, y):
-        cx, cy = int(round(xi)), int(round(yi))
-        yy, xx = cy + oy[disk], cx + ox[disk]
-        ok = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
-        out[yy[ok], xx[ok]] = True
-    return out
-
-
-def true_difference(truth, science, template) -> np.ndarray:
-    ny, nx = science.shape
-    clean = np.where(np.isfinite(template.image), template.image, 0.0)
-    y, x = np.mgrid[0:ny, 0:nx]
-    return (science.image - truth.kernel.apply(clean, xy0=science.xy0)
-            - truth.background_at(x + science.xy0[0], y + science.xy0[1]))
-
-
-def oracle_sigma(truth, science, template, usable) -> np.ndarray:
-    """σ of the true-kernel difference, ``sqrt(var_S + K_c² ⋆ var_T)`` (K_c: truth at the centre).
-
-    Independent of the fitted kernel, so fitted and true differences are scaled alike.
-    """
-    from psfmatch.convolution import correlate
-
-    k = truth.kernel.kernel_at(*truth.kernel.centre)
-    vt = np.where(np.isfinite(template.variance), template.variance, 0.0)
-    var = science.variance + correlate(vt, k * k)
-    return np.sqrt(np.where(usable & (var > 0), var, 1.0))
-
-
-def residual_detections(z: np.ndarray, usable: np.ndarray, fwhm: float, *,
-                        threshold: float = 5.0) -> int:
-    """Number of |S/N| ≥ threshold peaks of D/σ filtered by a Gaussian of the science FWHM.
-
-    The filtered image is normalised by its own robust std over usable pixels (so the
-    count is of sources, not of noise mis-estimates); peaks are 8-connected groups of
-    pixels above threshold, positive and negative counted separately and summed.
-    """
-    from scipy import ndimage
-
-    zz = np.where(usable & np.isfinite(z), z, 0.0)
-    sig = fwhm / 2.3548
-    f = ndimage.gaussian_filter(zz, sig)
-    w = ndimage.gaussian_filter(usable.astype(float), sig)
-    good = usable & (w > 0.9)
-    vals = f[good]
-    mad = 1.4826 * np.median(np.abs(vals - np.median(vals)))
-    s = f / mad
-    n = 0
-    for sign in (1, -1):
-        lab, k = ndimage.label((sign * s >= threshold) & good, structure=np.ones((3, 3)))
-        n += k
-    return n
 
 
 def kernel_l1(kernel: SpatialKernel, truth: synth.Truth, positions) -> dict[str, float]:

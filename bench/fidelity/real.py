@@ -1,3 +1,4 @@
+# ruff: noqa: E501, B023, N801, F841, B905  (research scripts: measurement, not library code)
 """Real crowded pairs (../shared/data/real): our chain variants against HOTPANTS.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/fidelity/real.py WORKDIR PAIR RUN [RUN ...]
@@ -14,7 +15,6 @@ pixels.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
