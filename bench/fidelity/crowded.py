@@ -94,6 +94,8 @@ RUNS = {
     "al_est": ({}, None, BASE),
     "al_auto_all_est": ({"nStarPerCell": -1}, None, BASE),
     "al_auto_est": ({}, None, BASE),
+    "al_pix_auto_est": ({"constantVarianceWeighting": False}, None, BASE),
+    "al_pix": ({"constantVarianceWeighting": False}, None, BASE),
     "dfpca_auto_est": ({**DF, "usePcaForSpatialKernel": True}, None, BASE),
     "dfpca_est": ({**DF, "usePcaForSpatialKernel": True}, None, BASE),
     "al_o4_all_k45": ({"spatialKernelOrder": 4, "nStarPerCell": -1, "kernelSizeMax": 45}, None, BASE),

@@ -50,6 +50,7 @@ RUNS = {
     "al": ({}, None),
     "al_all": ({"nStarPerCell": -1}, None),
     "al_auto": ({}, "auto"),
+    "al_pix": ({"constantVarianceWeighting": False}, None),
     "al_auto_all": ({"nStarPerCell": -1}, "auto"),
     "df_pooled": (DF, "pooled"),
     "df_pooled_all": ({**DF, "nStarPerCell": -1}, "pooled"),
