@@ -42,10 +42,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from psfmatch.errors import ConfigError
+from psfmatch.regularization import LambdaChoice, LambdaRule, risk_curve
 
 __all__ = [
     "CandidateSystem",
     "JointLambdaChoice",
+    "RelativeRiskRule",
     "candidate_system",
     "candidate_systems",
     "choose_common_lambda",
@@ -369,3 +371,38 @@ def candidate_systems(
             continue
         used.append(int(i))
     return systems, np.asarray(used, dtype=np.int64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelativeRiskRule(LambdaRule):
+    """λ per candidate by the unbiased predictive risk on a scan relative to its own scale.
+
+    The scan is :math:`\\lambda = 10^{l}\\,\\mathrm{tr}(M_c)/\\mathrm{tr}(H)`, ``l`` from
+    ``minimum`` to ``maximum`` in ``step`` dex (``lambda_type`` is
+    ``minimizeUnbiasedRisk``, ``step_type`` ``log``), so multiplying both images by one
+    factor (and the variances by its square) leaves the chosen kernel unchanged, unlike
+    ip_diffim's absolute ``lambdaMin``/``lambdaMax``. Used for the single-candidate fits
+    of the pooled delta-function fit (``kernel_fit.df_spatial_fit: pooled``), whose only
+    role is the clipping; with inverse-variance weights the estimate is calibrated.
+    """
+
+    lambda_type: str = "minimizeUnbiasedRisk"
+    minimum: float = -8.0
+    maximum: float = 3.0
+    step: float = 0.05
+
+    def choose(
+        self, matrix: np.ndarray, vector: np.ndarray, regularization: np.ndarray, *,
+        data_norm: float, n_data: int,
+    ) -> LambdaChoice:
+        """The grid point minimising the UPRE of :func:`psfmatch.regularization.risk_curve`."""
+        trace_h = float(np.trace(regularization))
+        if not trace_h > 0:
+            msg = "the regularization matrix has a zero trace; no relative lambda scan"
+            raise ConfigError(msg)
+        grid = self.grid() * float(np.trace(matrix)) / trace_h
+        risks, _ = risk_curve(matrix, vector, regularization, grid, data_norm=data_norm,
+                              n_data=n_data, estimator="upre")
+        best = int(np.argmin(risks))
+        return LambdaChoice(float(grid[best]), "relativeUnbiasedRisk",
+                            at_grid_edge=len(grid) > 1 and best in (0, len(grid) - 1))

@@ -15,12 +15,23 @@ the 5σ residual detections away from the saturated stars themselves.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["SaturationEstimate", "estimate_saturation_level", "saturation_mask"]
+from psfmatch.exposure import Exposure
+from psfmatch.provenance import NOTE_CARDS
+
+logger = logging.getLogger("psfmatch.saturation")
+
+__all__ = ["SaturationEstimate", "estimate_saturation_level", "mark_estimated_saturation",
+           "saturation_mask"]
+
+#: Header cards that give a saturation level (a level from them, or from the pairs
+#: sheet, is applied by ingest's reader, :func:`psfmatch.io.open_exposure`).
+_LEVEL_CARDS = ("SATURATE", "SATURATN")
 
 
 @dataclass(frozen=True)
@@ -104,3 +115,36 @@ def saturation_mask(image: np.ndarray, level: float, *, fraction: float = 0.95,
     if grow > 0 and hit.any():
         hit = ndimage.binary_dilation(hit, iterations=int(grow))
     return hit
+
+
+def mark_estimated_saturation(exposure: Exposure, *, label: str = "") -> Exposure:
+    """Flag saturation estimated from the image when nothing else says where it is.
+
+    Runs only when no pixel carries ``SAT`` and no level is known (no ``SATURATE`` /
+    ``SATURATN`` card, no level recorded by the reader from the pairs sheet or a card);
+    then :func:`estimate_saturation_level` over the pixels without a mask bit, and, if
+    the brightest peaks pile up, ``SAT`` is OR-ed into the mask where
+    :func:`saturation_mask` says (at or above 95 % of the level, grown by 2 px) and the
+    level is recorded in the metadata (``PSFMATCH SATURATION``, whence ``metrics.json``'s
+    ``inputs``). Image and variance are unchanged. Returns ``exposure`` itself when
+    nothing is flagged.
+    """
+    meta = exposure.metadata
+    known = NOTE_CARDS["saturation"] in meta or any(card in meta for card in _LEVEL_CARDS)
+    if known or ("SAT" in exposure.mask_planes and exposure.plane("SAT").any()):
+        return exposure
+    estimate = estimate_saturation_level(exposure.image, bad=exposure.mask != 0)
+    if estimate.level is None:
+        logger.info("%s: no saturation level known and no pile-up of the brightest peaks "
+                    "(%d peaks within 2 %% of the brightest of %d): nothing flagged SAT",
+                    label, estimate.n_piled, estimate.n_peaks)
+        return exposure
+    hit = saturation_mask(exposure.image, estimate.level)
+    flagged = exposure.with_planes(["SAT"])
+    mask = flagged.mask.copy()
+    mask[hit] |= np.int32(flagged.plane_bitmask(["SAT"]))
+    note = (f"{int(hit.sum())} pixels >= 0.95 x {estimate.level:.6g} grown by 2 px "
+            f"(estimated: {estimate.n_piled} of the {estimate.n_peaks} brightest peaks "
+            "pile up there)")
+    logger.warning("%s: saturation level estimated from the image: %s", label, note)
+    return flagged.with_(mask=mask, metadata={**meta, NOTE_CARDS["saturation"]: note})
