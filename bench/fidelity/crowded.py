@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as h  # noqa: E402
 
 from psfmatch import io  # noqa: E402
-from psfmatch.synth_crowded import CrowdedParams, make_crowded_pair  # noqa: E402
+from psfmatch.synth.crowded import CrowdedParams, make_crowded_pair  # noqa: E402
 
 _PAIRS: dict = {}
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from psfmatch import io, steps
+from psfmatch import io
 from psfmatch.convolution import correlate
+from psfmatch.diagnostics import STATS_BAD_PLANES
 
 
 def star_pixels(sources, shape, *, fwhm, shift, flux_min=2000.0, radius=None) -> np.ndarray:
@@ -75,13 +76,11 @@ def compare(products, science_path, truth, sources, *, fwhm, shift, flux_min=200
     ``saturated`` (bool image, optional): pixels within ``3 · FWHM`` of it are left out
     of the star pixels (a clipped star is not ``K ⋆ T`` for any kernel).
     """
-    from psfmatch.kernel import SpatialKernel
-
     science = io.read_exposure(science_path)
     template = io.read_exposure(products["warped.fits"])
     diff = io.read_exposure(products["difference.fits"])
-    kernel = SpatialKernel.read(products["kernel.fits"])
-    bad = diff.plane_bitmask(steps.STATS_BAD_PLANES)
+    kernel = io.read_kernel(products["kernel.fits"])
+    bad = diff.plane_bitmask(STATS_BAD_PLANES)
     usable = ((diff.mask & bad) == 0) & np.isfinite(diff.image) & (diff.variance > 0)
     sigma = oracle_sigma(truth, science, template, usable)
     stars = star_pixels(sources, diff.shape, fwhm=fwhm, shift=shift, flux_min=flux_min) & usable

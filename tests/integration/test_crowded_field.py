@@ -19,7 +19,7 @@ import pytest
 
 from psfmatch import io
 from psfmatch.saturation import estimate_saturation_level, saturation_mask
-from psfmatch.synth_crowded import CrowdedParams, make_crowded_pair
+from psfmatch.synth.crowded import CrowdedParams, make_crowded_pair
 
 from .chain import run_pair
 from .oracle import compare

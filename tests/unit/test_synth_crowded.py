@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from psfmatch.synth_crowded import CrowdedParams, make_crowded_pair, moffat_alpha, render_moffats
+from psfmatch.synth.crowded import CrowdedParams, make_crowded_pair, moffat_alpha, render_moffats
 
 
 def test_moffat_profile_is_normalised_and_has_the_fwhm():
@@ -46,3 +46,26 @@ def test_saturation_is_clipped_but_not_masked(pair):
         assert clipped.any()  # bright stars reach the clip level in both images ...
         assert not exposure.mask.any()  # ... and nothing says so
     assert pair.saturated.any()
+
+
+def test_gaussian_profile_option():
+    from psfmatch.synth.crowded import render_stars
+
+    img = np.zeros((101, 101))
+    render_stars(img, 50.0, 50.0, 1000.0, 4.0, profile="gaussian", beta=2.5)
+    sigma = 4.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    off = np.arange(101) - 50.0
+    gauss = 1000.0 * np.outer(np.exp(-0.5 * (off / sigma) ** 2),
+                              np.exp(-0.5 * (off / sigma) ** 2)) / (2 * math.pi * sigma**2)
+    # the β → ∞ Moffat: within one FWHM of the centre ≲ 0.2 % of a Gaussian's value
+    core = np.hypot(*np.meshgrid(off, off)) <= 4.0
+    np.testing.assert_allclose(img[core], gauss[core], rtol=2e-3)
+    with pytest.raises(ValueError, match="psf_profile"):
+        CrowdedParams(psf_profile="airy")
+    flat = make_crowded_pair(CrowdedParams(shape=(96, 96), star_density=30000.0, seed=5,
+                                           n_transients=0, psf_profile="gaussian",
+                                           mask_saturation=True))
+    sat = flat.template.plane("SAT")
+    # the mask switch flags exactly the clipped pixels (14 of them with this seed)
+    assert sat.any()
+    np.testing.assert_array_equal(sat, flat.template.image >= flat.params.saturation)

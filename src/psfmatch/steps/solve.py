@@ -126,9 +126,12 @@ def fit_single_kernels(
         regularization["lambda_median"] = float(np.median(lam)) if lam.size else None
         regularization["n_lambda_at_scan_edge"] = int(fits.lambda_at_grid_edge[fits.good].sum())
         if regularization["n_lambda_at_scan_edge"]:
+            scan = ("kernel_fit.df_lambda_range (relative)", *regularization["lambda_scan_relative"][:2]
+                    ) if "lambda_scan_relative" in regularization else (
+                        "lambdaMin..lambdaMax", pm.lambda_min, pm.lambda_max)
             logger.warning("%s: %d good candidates have their risk-minimising lambda at an end "
-                           "of the scan lambdaMin..lambdaMax (%s..%s); widen the scan", label,
-                           regularization["n_lambda_at_scan_edge"], pm.lambda_min, pm.lambda_max)
+                           "of the scan %s (%s..%s); widen the scan", label,
+                           regularization["n_lambda_at_scan_edge"], *scan)
         logger.info("%s: regularization %s", label, regularization)
     logger.info("%s: single-kernel fits %s", label, counts)
     psf_match = cfg.block("psf_match")

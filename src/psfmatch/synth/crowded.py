@@ -5,8 +5,10 @@ times its density is still at the oracle. Real crowded fields differ in four way
 modelled here, with the matching kernel still known exactly:
 
 * **Non-Gaussian PSF wings.** Template stars are Moffat profiles
-  :math:`I(r) \\propto (1 + r^2/\\alpha^2)^{-\\beta}` (β ≈ 2.5), whose FWHM varies
-  linearly across the field; the kernel has a Gaussian core plus a Moffat halo.
+  :math:`I(r) \\propto (1 + r^2/\\alpha^2)^{-\\beta}` (β ≈ 2.5; ``psf_profile:
+  "gaussian"`` gives Gaussian stars instead, to separate the wings from the other
+  effects), whose FWHM varies linearly across the field; the kernel has a Gaussian core
+  plus a Moffat halo.
 * **Blends and confusion.** A power-law luminosity function down to far below the
   detection limit at tens of thousands of stars per 10⁶ px: every bright star has
   neighbours inside its stamp and the sky is a sea of unresolved stars.
@@ -17,9 +19,9 @@ modelled here, with the matching kernel still known exactly:
   residual that varies *non-linearly* across the field, as a distortion residual
   does), so a spatial model of order 1 cannot follow it exactly.
 * **Saturation without a mask.** Both images are clipped at ``saturation`` (ADU above
-  the sky) but no ``SAT`` plane is set and no keyword records the level: the brightest
-  stars, which a flux-ranked candidate list puts first, are flat-topped and do not obey
-  ``S = K ⋆ T``.
+  the sky) but no ``SAT`` plane is set (unless ``mask_saturation``) and no keyword
+  records the level: the brightest stars, which a flux-ranked candidate list puts
+  first, are flat-topped and do not obey ``S = K ⋆ T``.
 
 Model: ``T = T₀ + n_T``; ``S = clip(K ⋆ T₀_padded + b(x, y)) + n_S`` with Poisson +
 read noise in electrons, ``T`` clipped likewise; variance planes are the expected
@@ -37,8 +39,11 @@ from psfmatch.basis import SIGMA_TO_FWHM
 from psfmatch.convolution import correlate_spatial
 from psfmatch.exposure import DEFAULT_MASK_PLANES, Exposure
 
-__all__ = ["CrowdedKernel", "CrowdedPair", "CrowdedParams", "make_crowded_pair",
-           "moffat_alpha", "render_moffats"]
+__all__ = ["PSF_PROFILES", "CrowdedKernel", "CrowdedPair", "CrowdedParams", "make_crowded_pair",
+           "moffat_alpha", "render_moffats", "render_stars"]
+
+#: Star profiles :attr:`CrowdedParams.psf_profile` accepts.
+PSF_PROFILES = ("moffat", "gaussian")
 
 
 def moffat_alpha(fwhm: float, beta: float) -> float:
@@ -60,7 +65,8 @@ class CrowdedParams:
     ``kernel_ellipticity`` the largest per-anchor ellipticity (random orientation);
     ``halo_fraction`` / ``halo_fwhm`` / ``halo_beta`` the
     kernel's Moffat halo; ``saturation`` the clip level above the sky (ADU) and
-    ``mask_saturation`` whether it is flagged.
+    ``mask_saturation`` whether it is flagged; ``psf_profile`` the stars' profile
+    (``moffat`` with ``moffat_beta``, or ``gaussian``).
     """
 
     shape: tuple[int, int] = (768, 768)
@@ -71,6 +77,7 @@ class CrowdedParams:
     flux_power_index: float = -1.6
     template_fwhm: float = 4.5
     science_fwhm: float = 7.1
+    psf_profile: str = "moffat"
     moffat_beta: float = 2.5
     psf_fwhm_gradient: float = 0.12
     kernel_width_gradient: float = 0.15
@@ -92,6 +99,11 @@ class CrowdedParams:
     mask_saturation: bool = False
     n_transients: int = 15
     transient_flux_range: tuple[float, float] = (3000.0, 30000.0)
+
+    def __post_init__(self) -> None:
+        if self.psf_profile not in PSF_PROFILES:
+            msg = f"psf_profile must be one of {PSF_PROFILES}, got {self.psf_profile!r}"
+            raise ValueError(msg)
 
 
 def _lagrange3(t):
@@ -198,6 +210,23 @@ def render_moffats(image: np.ndarray, x, y, flux, fwhm, beta: float, *,
     return image
 
 
+def render_stars(image: np.ndarray, x, y, flux, fwhm, *, profile: str, beta: float,
+                 xy0: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Add unit-integral point-sampled stars of ``profile`` to ``image`` in place.
+
+    ``moffat``: :func:`render_moffats` with ``beta``. ``gaussian``: Moffat profiles with
+    a very large β (2000), Gaussians of the same FWHM for this purpose (the Moffat
+    tends to a Gaussian as β → ∞; relative difference ≲ 0.2 % within one FWHM of the
+    centre); same
+    truncation and normalisation.
+    """
+    if profile not in PSF_PROFILES:
+        msg = f"profile must be one of {PSF_PROFILES}, got {profile!r}"
+        raise ValueError(msg)
+    return render_moffats(image, x, y, flux, fwhm, beta if profile == "moffat" else 2000.0,
+                          xy0=xy0)
+
+
 def _kernel_basis(p: CrowdedParams, rng) -> tuple[np.ndarray, ...]:
     sig_t, sig_s = p.template_fwhm / SIGMA_TO_FWHM, p.science_fwhm / SIGMA_TO_FWHM
     sig_k = math.sqrt(sig_s**2 - sig_t**2)
@@ -256,7 +285,8 @@ def make_crowded_pair(p: CrowdedParams) -> CrowdedPair:
     v = (sy - kernel.centre[1]) / kernel.half_extent[1]
     fwhm_t = p.template_fwhm * (1.0 + 0.25 * p.psf_fwhm_gradient * (u - v))
     padded = np.zeros((ny + 2 * pad, nx + 2 * pad))
-    render_moffats(padded, sx, sy, flux, fwhm_t, p.moffat_beta, xy0=(-pad, -pad))
+    render_stars(padded, sx, sy, flux, fwhm_t, profile=p.psf_profile, beta=p.moffat_beta,
+                 xy0=(-pad, -pad))
     template0 = padded[pad:-pad, pad:-pad].copy()
     science0 = kernel.apply(padded, xy0=(-pad, -pad))[pad:-pad, pad:-pad]
     yy = np.arange(ny, dtype=np.float64)[:, None]
@@ -267,7 +297,7 @@ def make_crowded_pair(p: CrowdedParams) -> CrowdedPair:
     ty = pad + rng_scene.random(p.n_transients) * (ny - 2 * pad)
     tflux = np.exp(rng_scene.uniform(*np.log(p.transient_flux_range), p.n_transients))
     fwhm_s_t = np.full(p.n_transients, p.science_fwhm)
-    render_moffats(science0, tx, ty, tflux, fwhm_s_t, p.moffat_beta)
+    render_stars(science0, tx, ty, tflux, fwhm_s_t, profile=p.psf_profile, beta=p.moffat_beta)
     t_img, t_var, t_mask, t_sat = _noisy(p, template0, p.sky_template, rng_t)
     s_img, s_var, s_mask, s_sat = _noisy(p, science0, p.sky_science, rng_s)
     meta = {"GAIN": p.gain, "RDNOISE": p.read_noise, "BUNIT": "ADU"}
