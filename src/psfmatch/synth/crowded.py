@@ -25,7 +25,8 @@ modelled here, with the matching kernel still known exactly:
 
 Model: ``T = T₀ + n_T``; ``S = clip(K ⋆ T₀_padded + b(x, y)) + n_S`` with Poisson +
 read noise in electrons, ``T`` clipped likewise; variance planes are the expected
-variances (signal included). No file I/O.
+variances (signal included). Both images carry one WCS (the pair is registered to the
+pixel). No file I/O.
 """
 
 from __future__ import annotations
@@ -266,6 +267,20 @@ def _noisy(p: CrowdedParams, signal: np.ndarray, sky: float, rng) -> tuple[np.nd
     return image, variance, mask, saturated
 
 
+def _wcs(p: CrowdedParams):
+    """One TAN WCS (0.4"/px) for both images: the pair is registered to the pixel, so the
+    warp step passes the template through unresampled (the oracle stays exact)."""
+    from astropy.wcs import WCS
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [270.0, -29.0]
+    wcs.wcs.crpix = [p.shape[1] / 2.0 + 0.5, p.shape[0] / 2.0 + 0.5]
+    wcs.wcs.cd = (0.4 / 3600.0) * np.diag([-1.0, 1.0])
+    wcs.pixel_shape = (p.shape[1], p.shape[0])
+    return wcs
+
+
 def make_crowded_pair(p: CrowdedParams) -> CrowdedPair:
     """Simulate the pair (module docstring); seeded, bitwise reproducible."""
     rng_scene, rng_t, rng_s, rng_k = (np.random.default_rng(s)
@@ -301,8 +316,10 @@ def make_crowded_pair(p: CrowdedParams) -> CrowdedPair:
     t_img, t_var, t_mask, t_sat = _noisy(p, template0, p.sky_template, rng_t)
     s_img, s_var, s_mask, s_sat = _noisy(p, science0, p.sky_science, rng_s)
     meta = {"GAIN": p.gain, "RDNOISE": p.read_noise, "BUNIT": "ADU"}
-    template = Exposure(image=t_img, mask=t_mask, variance=t_var, metadata=dict(meta))
-    science = Exposure(image=s_img, mask=s_mask, variance=s_var, metadata=dict(meta))
+    template = Exposure(image=t_img, mask=t_mask, variance=t_var, wcs=_wcs(p),
+                        metadata=dict(meta))
+    science = Exposure(image=s_img, mask=s_mask, variance=s_var, wcs=_wcs(p),
+                       metadata=dict(meta))
     col = np.clip(np.rint(sx).astype(int), 0, nx - 1)
     row = np.clip(np.rint(sy).astype(int), 0, ny - 1)
     in_frame = (sx >= -0.5) & (sx < nx - 0.5) & (sy >= -0.5) & (sy < ny - 0.5)
