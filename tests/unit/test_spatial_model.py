@@ -108,29 +108,35 @@ def linear():
     return _candidates(rng, 60, _kernel_linear, fluxes=10 ** rng.uniform(3.5, 4.5, 60))
 
 
-def _fit(candidates, pm, kernel_fit, order=1):
+def _fit(candidates, pm, kernel_fit, order=1, constant_first_term=False):
     xy, q, w, _, _ = candidates
     return fit_spatial_model(
         [tuple(c) for c in xy], q, w, n_basis=K * K,
         kernel_function=SpatialFunction(order, "chebyshev1", BBOX),
         background_function=SpatialFunction(0, "chebyshev1", BBOX),
-        constant_first_term=False, pm=pm, kernel_fit=kernel_fit, kernel_size=K, label="t")
+        constant_first_term=constant_first_term, pm=pm, kernel_fit=kernel_fit,
+        kernel_size=K, label="t")
 
 
 def test_cross_validation_raises_the_order_and_never_lowers_it(quadratic):
+    """The search runs for a basis with a constant first term (AL, PCA); the pixel basis
+    here with its corner pixel held constant stands in for one (its truth is ~0)."""
     pm = PsfMatchConfig.from_lsst({"kernelBasisSet": "delta-function",
                                    "usePcaForSpatialKernel": False})
     ip = KernelFitOptions(df_spatial_fit="ip_diffim")
-    model = _fit(quadratic, pm, ip)
+    assert _fit(quadratic, pm, ip).order_search is None  # k² free pixels: not searched
+    model = _fit(quadratic, pm, ip, constant_first_term=True)
     assert model.order_search["orders"] == [1, 2, 3, 4]
     assert model.order_search["chosen"] >= 2  # the quadratic variation is seen
     assert model.solved.kernel_function.order == model.order_search["chosen"]
     assert model.solved.fit.covariance is not None  # always, for the accuracy report
     # from a configured order of 3 the search starts at 3
-    assert _fit(quadratic, pm, ip, order=3).order_search["orders"][0] == 3
+    assert _fit(quadratic, pm, ip, order=3,
+                constant_first_term=True).order_search["orders"][0] == 3
     # configured: no search
     fixed = _fit(quadratic, pm, KernelFitOptions(df_spatial_fit="ip_diffim",
-                                                 spatial_order="configured"))
+                                                 spatial_order="configured"),
+                 constant_first_term=True)
     assert fixed.order_search is None and fixed.solved.kernel_function.order == 1
 
 

@@ -64,8 +64,9 @@ class KernelFitOptions(_Section):
         the order with the lowest two-fold (checkerboard) prediction error over the
         active candidates among ``spatialKernelOrder`` … ``max_spatial_order``; never
         below the configured order (with few candidates the cross-validation prefers
-        too low an order). Not applied to the ``pooled`` DF fit (its cost grows as the
-        cube of the number of spatial terms times the kernel's pixels).
+        too low an order). Applied to Alard–Lupton and PCA bases only, not to
+        delta-function kernels fitted pixel by pixel (pooled or ip_diffim without PCA:
+        the cost grows as the cube of the spatial terms times the kernel's pixels).
     max_spatial_order : int
         Highest order ``cross_validated`` may choose (0 … 6).
     estimate_saturation : bool

@@ -124,16 +124,18 @@ def fit_spatial_model(
     The covariance is always computed (the kernel's own error is reported whether or
     not ``calculateKernelUncertainty`` stores it).
     """
+    if kernel_fit.spatial_order == "cross_validated" and not constant_first_term:
+        logger.info("%s: kernel_fit.spatial_order: cross_validated is not applied to "
+                    "delta-function kernels without a PCA basis; spatial order %d as "
+                    "configured", label, kernel_function.order)
     if is_pooled(pm, kernel_fit):
-        if kernel_fit.spatial_order == "cross_validated":
-            logger.info("%s: kernel_fit.spatial_order: cross_validated is not applied to the "
-                        "pooled delta-function fit; spatial order %d as configured", label,
-                        kernel_function.order)
         return _pooled(centres, matrices, vectors, n_basis=n_basis,
                        kernel_function=kernel_function, background_function=background_function,
                        pm=pm, kernel_fit=kernel_fit, kernel_size=kernel_size)
     search = None
-    orders = _orders_to_search(centres, kernel_function, kernel_fit)
+    # the search refits the spatial model ~10 times: affordable (and meaningful) for a
+    # small basis with a constant first term (AL, PCA), not for k² delta functions
+    orders = _orders_to_search(centres, kernel_function, kernel_fit) if constant_first_term else ()
     if len(orders) > 1:
         try:
             choice = cross_validated_order(
