@@ -160,13 +160,18 @@ class PooledFit:
     """Outcome of :func:`fit_pooled_regularized`.
 
     ``choice`` is the λ scan of the final pass (``None`` when λ was given);
-    ``pilot_lambda`` the λ of the first pass when the penalty was shape-projected.
+    ``pilot_lambda`` the λ of the first pass when the penalty was shape-projected, and
+    ``pilot_choice`` its scan. In the shape-projected pass the upper end of the scan is
+    a legitimate optimum (the pilot's shape, scaled, is all the data support); an end
+    of the first pass's scan, or the lower end of the second, means the scan is too
+    narrow.
     """
 
     fit: SpatialFit
     choice: JointLambdaChoice | None
     regularization_lambda: float
     pilot_lambda: float | None = None
+    pilot_choice: JointLambdaChoice | None = None
 
 
 def fit_pooled_regularized(
@@ -252,10 +257,10 @@ def fit_pooled_regularized(
         return np.linalg.solve(a, b_y), a, choice, lam
 
     y, a, choice, lam = solve(h_kernel)
-    pilot_lambda = None
+    pilot_lambda = pilot_choice = None
     if shape_prior:
         pilot = (z @ y)[: n_basis * nkt].reshape(n_basis, nkt)[:, 0]
-        pilot_lambda = lam
+        pilot_lambda, pilot_choice = lam, choice
         y, a, choice, lam = solve(shape_projected(h_kernel, pilot))
     solution = z @ y
     covariance = None
@@ -271,4 +276,4 @@ def fit_pooled_regularized(
         covariance=covariance,
     )
     return PooledFit(fit=fit, choice=choice, regularization_lambda=lam,
-                     pilot_lambda=pilot_lambda)
+                     pilot_lambda=pilot_lambda, pilot_choice=pilot_choice)

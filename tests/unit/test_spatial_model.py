@@ -144,7 +144,7 @@ def test_pooled_fit_records_its_lambda_and_keeps_the_order(linear):
     model = _fit(linear, DF_CONFIG, KernelFitOptions())
     assert model.order_search is None  # not applied to the pooled fit
     assert model.solved.kernel_function.order == 1
-    assert not model.pooled["at_scan_edge"]
+    assert not model.pooled["at_scan_edge"] and not model.pooled["scan_too_narrow"]
     assert model.pooled["value"] == pytest.approx(model.pooled["relative"]
                                                   * model.pooled["reference"])
     fit = model.solved.fit

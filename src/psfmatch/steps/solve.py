@@ -337,10 +337,11 @@ def spatial_fit(
     if model.pooled is not None:
         basis_meta = {**basis_meta, "regularization": {
             **basis_meta.get("regularization", {}), "spatial": model.pooled}}
-        logger.info("%s: pooled delta-function fit, lambda %.4g (%.3g x tr M / tr H)%s", label,
-                    model.pooled["value"], model.pooled.get("relative", float("nan")),
-                    "; at an end of kernel_fit.df_lambda_range: widen it"
-                    if model.pooled.get("at_scan_edge") else "")
+        logger.log(logging.WARNING if model.pooled["scan_too_narrow"] else logging.INFO,
+                   "%s: pooled delta-function fit, lambda %.4g (%.3g x tr M / tr H)%s", label,
+                   model.pooled["value"], model.pooled.get("relative", float("nan")),
+                   "; at an end of kernel_fit.df_lambda_range: widen it"
+                   if model.pooled["scan_too_narrow"] else "")
     fit, kernel_function = solved.fit, solved.kernel_function
     bg_function = solved.background_function
     if solved.reduced:

@@ -208,10 +208,18 @@ def _pooled(centres, matrices, vectors, *, n_basis, kernel_function, background_
                 record["condition_number"] = fit.condition_number
                 attempts.append(record)
                 choice = result.choice.to_dict() if result.choice is not None else {}
+                pilot = result.pilot_choice
                 pooled = {**choice, "value": result.regularization_lambda,
                           "pilot_lambda": result.pilot_lambda,
+                          "pilot_relative": None if pilot is None else pilot.relative,
                           "scan_relative": list(kernel_fit.df_lambda_range),
                           "constant_sum": True, "shape_prior": True}
+                # widen the scan: an end of the first pass, or the lower end of the
+                # second (its upper end means "the pilot's shape, scaled")
+                pooled["scan_too_narrow"] = bool(
+                    (pilot is not None and pilot.at_scan_edge)
+                    or (result.choice is not None and result.choice.at_scan_edge
+                        and result.choice.relative < 1.0))
                 return SpatialModel(ReducedOrderFit(fit, kf, bf, attempts), None, pooled)
             record["refused"] = "the pooled solution is not finite"
         else:
