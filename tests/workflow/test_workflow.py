@@ -164,6 +164,8 @@ def _df_config() -> dict:
     config["psf_match"].update({"kernelBasisSet": "delta-function", "lambdaValue": 1.0e4,
                                 "numPrincipalComponents": 3,
                                 "calculateKernelUncertainty": True})
+    # ip_diffim's DF path (per-candidate λ, PCA), not the shipped pooled fit
+    config["kernel_fit"] = {**(config.get("kernel_fit") or {}), "df_spatial_fit": "ip_diffim"}
     config["detection"]["max_candidates"] = 150
     return config
 

@@ -149,7 +149,8 @@ def fit_spatial_model(
                       "scores": None, "note": str(err)}
         else:
             search = {"mode": "cross_validated", "orders": list(orders), "chosen": choice.order,
-                      "scores": {str(k): v for k, v in choice.scores.items()}}
+                      "scores": {str(k): v for k, v in choice.scores.items()},
+                      "significance": {str(k): v for k, v in choice.significance.items()}}
             logger.info("%s: spatial kernel order %d by cross-validation over %s (scores %s)",
                         label, choice.order, list(orders), choice.scores)
             if choice.order == orders[-1] and len(orders) > 1:
