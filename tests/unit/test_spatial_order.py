@@ -54,3 +54,17 @@ def test_constant_kernel_is_not_given_spatial_terms():
     """
     xy, q, w = _candidates(lambda u, v: np.array([1.0, 0.2, -0.1]))
     assert _choose(xy, q, w).order <= 1
+
+
+def test_one_outlying_candidate_does_not_raise_the_order():
+    """A variable star left among the candidates: its coefficients are far off, and the
+    summed score prefers order 1, which bends towards it, but the paired gain over the
+    400 held-out candidates is not significant (z ≤ 2): the order stays at 0."""
+    xy, q, w = _candidates(lambda u, v: np.array([1.0, 0.2, -0.1]))
+    i = int(np.argmax(np.hypot(xy[:, 0] - 700, xy[:, 1] - 300) < 60))
+    w[i] = q[i] @ np.array([1.6, 0.9, 0.5, 0.0])  # 60 % brighter, another shape
+    choice = _choose(xy, q, w)
+    totals = {k: v for k, v in choice.scores.items() if v is not None}
+    assert min(totals, key=totals.get) == 1  # the summed score alone would take order 1
+    assert choice.order == 0, (choice.scores, choice.significance)
+    assert all(s is None or s <= 2.0 for s in choice.significance.values())
