@@ -1,7 +1,7 @@
 # ruff: noqa: E501, B023, N801, F841, B905  (research scripts: measurement, not library code)
 """Real crowded pairs (../shared/data/real): our chain variants against HOTPANTS.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/fidelity/real.py WORKDIR PAIR RUN [RUN ...]
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONPATH=src python bench/fidelity/real.py WORKDIR PAIR RUN [RUN ...]
 
 PAIR: ``m17`` (2MASS Ks atlas tiles, different grids, ~14 % overlap) or ``jwst`` (NIRCam
 F200W cluster field, one grid). Metrics on the usable pixels of the difference:
@@ -25,7 +25,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as h  # noqa: E402
 
-from psfmatch import io, steps  # noqa: E402
+from psfmatch import io  # noqa: E402
+from psfmatch.diagnostics import STATS_BAD_PLANES  # noqa: E402
+from psfmatch.steps.ingest import ingest as steps_ingest  # noqa: E402
 
 REAL = Path("/work/shared/data/real")
 HOTPANTS = Path("/work/peers-build/hotpants/hotpants")
@@ -43,33 +45,26 @@ PAIRS = {
              {"image": str(REAL / f"jwst_nircam_a2744_f200w/{JWST_S}.fits"),
               "error": str(REAL / f"jwst_nircam_a2744_f200w/{JWST_S}.noise.fits")}, None),
 }
-DF = {"kernelBasisSet": "delta-function", "lambdaType": "minimizeUnbiasedRisk",
-      "lambdaMin": -2.0, "lambdaMax": 8.0, "constantVarianceWeighting": False,
-      "usePcaForSpatialKernel": False}
+BEFORE = {"spatial_order": "configured", "estimate_saturation": False}
+#: run -> (psf_match overrides, kernel_fit keys)
 RUNS = {
-    "al": ({}, None),
-    "al_all": ({"nStarPerCell": -1}, None),
-    "al_auto": ({}, "auto"),
-    "al_pix": ({"constantVarianceWeighting": False}, None),
-    "al_auto_all": ({"nStarPerCell": -1}, "auto"),
-    "df_pooled": (DF, "pooled"),
-    "df_pooled_all": ({**DF, "nStarPerCell": -1}, "pooled"),
+    "al": ({}, {}),
+    "al_before": ({}, BEFORE),
+    "al_all": ({"nStarPerCell": -1}, {}),
+    "al_pix": ({"constantVarianceWeighting": False}, {}),
+    "df_pooled": ({"kernelBasisSet": "delta-function"}, {}),
+    "df_pooled_all": ({"kernelBasisSet": "delta-function", "nStarPerCell": -1}, {}),
 }
 
 
-def ingest(work: Path, pair: str, *, estimate_saturation: bool) -> dict[str, Path]:
+def ingest_pair(work: Path, pair: str, kernel_fit: dict) -> dict[str, Path]:
     t_in, s_in, gain = PAIRS[pair]
     out = {"template": work / "template.fits", "science": work / "science.fits"}
     for role, inputs in (("template", t_in), ("science", s_in)):
         if not out[role].exists():
-            steps.ingest(inputs=inputs, output_path=out[role], label=role, gain=gain)
-            if estimate_saturation:
-                from crowded import estimate_and_mask_saturation
-
-                exp = io.read_exposure(out[role])
-                est = estimate_and_mask_saturation(exp)
-                print(f"{pair} {role}: {est}", flush=True)
-                io.write_exposure(out[role], exp)
+            steps_ingest(inputs=inputs, output_path=out[role], label=role,
+                         reader={"gain": gain} if gain else {},
+                         config={"kernel_fit": kernel_fit})
     return out
 
 
@@ -128,30 +123,22 @@ def run_hotpants(work: Path, warped: Path, science: Path, usable_common=None):
 def main():
     work, pair = Path(sys.argv[1]), sys.argv[2]
     names = sys.argv[3:]
-    est = any(n.endswith("_est") for n in names)
-    base = work / (pair + ("_est" if est else ""))
-    base.mkdir(parents=True, exist_ok=True)
-    sim = ingest(base, pair, estimate_saturation=est)
     rows = {}
     for name in names:
-        key = name.removesuffix("_est")
-        overrides, mode = RUNS[key]
+        overrides, kernel_fit = RUNS[name]
         if pair == "m17":  # the overlap strip is 73 px wide: cells must fit in it
             overrides = {**overrides, "sizeCellX": 64, "sizeCellY": 64}
-        cache = base / f"{key}.json"
+        base = work / pair / name
+        base.mkdir(parents=True, exist_ok=True)
+        cache = base / "result.json"
         t = time.time()
         if cache.exists():
             rows[name] = json.loads(cache.read_text())
         else:
-            ctx = {"auto": h.auto_order, "pooled": h.pooled_df, None: None}[mode]
-            h.CHOICES.clear()
-            if ctx is None:
-                products = h.run(base / key, sim, overrides)
-            else:
-                with ctx():
-                    products = h.run(base / key, sim, overrides)
+            sim = ingest_pair(base, pair, kernel_fit)
+            products = h.run(base / "run", sim, overrides, sections={"kernel_fit": kernel_fit})
             diff = io.read_exposure(products["difference.fits"])
-            usable = ((diff.mask & diff.plane_bitmask(steps.STATS_BAD_PLANES)) == 0) & \
+            usable = ((diff.mask & diff.plane_bitmask(STATS_BAD_PLANES)) == 0) & \
                 np.isfinite(diff.image) & (diff.variance > 0)
             psf = io.read_json(products["psf.json"])
             det = io.read_table(products["detect.parquet"]).columns
@@ -163,9 +150,9 @@ def main():
             mm = io.read_json(products["metrics.json"])
             m.update({"kernel_sum": mm["kernel_sum"], "used": mm["candidates"]["used_in_final_fit"],
                       "clipped_std": mm["difference"]["clipped_std"], "fwhm": psf,
-                      "choices": [c.get("order", c.get("relative")) for c in h.CHOICES],
+                      "orders": mm["spatial_orders"]["used"],
                       "seconds": time.time() - t})
-            hp = run_hotpants(base, products["warped.fits"], sim["science"]) if "hotpants" not in rows else None
+            hp = run_hotpants(base, products["warped.fits"], sim["science"])
             if hp is not None:
                 d, dn, bad, secs = hp
                 from scipy import ndimage
@@ -184,7 +171,7 @@ def main():
         m = rows[name]
         line = (f"{pair} {name:16s} ksum={m['kernel_sum']:.4f} robust_std={m['robust_std']:.3f} "
                 f"std_star={m['std_star']:.3f} excess={m['std_star']/m['robust_std']:.3f} det5={m['det5']} "
-                f"used={m['used']} choices={[round(c, 4) for c in m['choices']]}")
+                f"used={m['used']} orders={m.get('orders')}")
         if "hotpants" in m:
             hp_, oc = m["hotpants"], m["ours_on_common"]
             line += (f" | common px: ours excess={oc['std_star']/oc['robust_std']:.3f} det5={oc['det5']}"

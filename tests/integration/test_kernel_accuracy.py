@@ -11,7 +11,6 @@ predicts the error (0.6 % / 1.6 %).
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from psfmatch import io, synth

@@ -39,7 +39,8 @@ def test_config_section_defaults_and_checks():
     check_kernel_fit({"kernelBasisSet": "delta-function", "usePcaForSpatialKernel": None}, kf)
     check_kernel_fit({"kernelBasisSet": "delta-function", "usePcaForSpatialKernel": True},
                      KernelFitOptions(df_spatial_fit="ip_diffim"))
-    assert is_pooled(DF_CONFIG, kf) and not is_pooled(PsfMatchConfig(), kf)
+    assert is_pooled(DF_CONFIG, kf)
+    assert not is_pooled(PsfMatchConfig(), kf)
 
 
 def _candidates(rng, n, kernel_at, *, fluxes, stamp=2 * K + 9):
@@ -137,14 +138,16 @@ def test_cross_validation_raises_the_order_and_never_lowers_it(quadratic):
     fixed = _fit(quadratic, pm, KernelFitOptions(df_spatial_fit="ip_diffim",
                                                  spatial_order="configured"),
                  constant_first_term=True)
-    assert fixed.order_search is None and fixed.solved.kernel_function.order == 1
+    assert fixed.order_search is None
+    assert fixed.solved.kernel_function.order == 1
 
 
 def test_pooled_fit_records_its_lambda_and_keeps_the_order(linear):
     model = _fit(linear, DF_CONFIG, KernelFitOptions())
     assert model.order_search is None  # not applied to the pooled fit
     assert model.solved.kernel_function.order == 1
-    assert not model.pooled["at_scan_edge"] and not model.pooled["scan_too_narrow"]
+    assert not model.pooled["at_scan_edge"]
+    assert not model.pooled["scan_too_narrow"]
     assert model.pooled["value"] == pytest.approx(model.pooled["relative"]
                                                   * model.pooled["reference"])
     fit = model.solved.fit

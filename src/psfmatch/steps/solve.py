@@ -40,9 +40,9 @@ from psfmatch.config import AL, DF
 from psfmatch.errors import InsufficientCandidatesError, PsfMatchError
 from psfmatch.exposure import planes_bitmask
 from psfmatch.kernel import SpatialKernel
+from psfmatch.kernel_accuracy import kernel_accuracy
 from psfmatch.pca import pca_refit
 from psfmatch.regularization import LambdaRule, regularization_matrix
-from psfmatch.kernel_accuracy import kernel_accuracy
 from psfmatch.spatial import SpatialFunction
 from psfmatch.steps.fields import StepConfig
 from psfmatch.steps.spatial_model import fit_spatial_model, is_pooled, pooled_single_fit_setup
@@ -126,9 +126,9 @@ def fit_single_kernels(
         regularization["lambda_median"] = float(np.median(lam)) if lam.size else None
         regularization["n_lambda_at_scan_edge"] = int(fits.lambda_at_grid_edge[fits.good].sum())
         if regularization["n_lambda_at_scan_edge"]:
-            scan = ("kernel_fit.df_lambda_range (relative)", *regularization["lambda_scan_relative"][:2]
-                    ) if "lambda_scan_relative" in regularization else (
-                        "lambdaMin..lambdaMax", pm.lambda_min, pm.lambda_max)
+            relative = regularization.get("lambda_scan_relative")
+            scan = (("kernel_fit.df_lambda_range (relative)", *relative[:2]) if relative
+                    else ("lambdaMin..lambdaMax", pm.lambda_min, pm.lambda_max))
             logger.warning("%s: %d good candidates have their risk-minimising lambda at an end "
                            "of the scan %s (%s..%s); widen the scan", label,
                            regularization["n_lambda_at_scan_edge"], *scan)
