@@ -80,7 +80,7 @@ def test_tracking_jump_kernel_l1_guard(jump):
 
 @pytest.mark.xfail(strict=True, reason="kernel L1 6.7 % (centre) / 7.7 % (corner) with the "
                    "risk-chosen λ: noise of the first-pass kernel in 289 free pixels "
-                   "(docs/fitting.md#kernel-accuracy); the 5 % goal is not met")
+                   "(docs/fitting.md#pooled-df-fit); the 5 % goal is not met")
 def test_tracking_jump_kernel_l1_within_5_percent(jump):
     result, truth, _ = jump
     for x, y in CORNERS_768:
