@@ -10,4 +10,5 @@ with log_to_file(snakemake.log[0]):  # noqa: F821
         output_path=snakemake.output.exposure,
         label=f"pair {snakemake.wildcards.pair!r} {snakemake.wildcards.role}",
         reader=snakemake.params.reader,
+        config=snakemake.params.config,
     )

@@ -32,11 +32,13 @@ import psfmatch  # noqa: E402
 from psfmatch.config import (  # noqa: E402
     DetectionOptions,
     DifferenceOptions,
+    KernelFitOptions,
     ModelPsfMatchSection,
     OutputOptions,
     PsfMatchConfig,
     SubtractConfig,
     WarpOptions,
+    check_kernel_fit,
     check_subtraction,
 )
 from psfmatch.config.validate import validate_config  # noqa: E402
@@ -70,6 +72,10 @@ MODEL_PSF = ModelPsfMatchSection.from_dict(config.get("model_psf_match"))
 SUBTRACT = SubtractConfig.from_lsst(config.get("subtract"), where="subtract")
 DIFFERENCE = DifferenceOptions.from_dict(config.get("difference"), where="difference")
 check_subtraction(SUBTRACT, DIFFERENCE)
+check_kernel_fit(
+    config["psf_match"],
+    KernelFitOptions.from_dict(config.get("kernel_fit"), where="kernel_fit"),
+)
 
 SIMULATED = config.get("simulate") or {}  # null turns the simulation off
 SIM_ROLES = ("template", "science")

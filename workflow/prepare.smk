@@ -21,6 +21,7 @@ rule ingest:
         **step_resources("ingest"),
     params:
         reader=pair_reader_options,
+        config=step_params("ingest"),
         version=psfmatch.__version__,
     script:
         "../scripts/ingest.py"

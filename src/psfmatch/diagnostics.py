@@ -140,6 +140,9 @@ def difference_metrics(
     n_good = int((status == "GOOD").sum())
     n_terms = kernel.kernel_function.n_terms
     attempts = kernel.metadata.get("spatial_order_attempts") or []
+    search = kernel.metadata.get("spatial_order_search")
+    requested_kernel_order = (search["orders"][0] if search
+                              else attempts[0]["kernel_order"] if attempts else None)
     rejected = {
         st: count_reasons(candidates["reason"][stage == st], exact=st == "select")
         for st in REJECTION_STAGES
@@ -161,12 +164,13 @@ def difference_metrics(
         "n_spatial_unknowns": kernel.metadata.get("n_unknowns"),
         "n_kernel_terms": n_terms,
         "spatial_orders": {
-            "requested": {"kernel": attempts[0]["kernel_order"],
+            "requested": {"kernel": requested_kernel_order,
                           "background": attempts[0]["background_order"]} if attempts else None,
             "used": {"kernel": kernel.kernel_function.order,
                      "background": None if kernel.background_function is None
                      else kernel.background_function.order},
             "attempts": attempts,
+            "search": search,
         },
         "candidates": {
             "total": len(status), "good": n_good, "bad": int((status == "BAD").sum()),
@@ -185,6 +189,7 @@ def difference_metrics(
         "bic": fitting_basis.get("bic"),
         "regularization": fitting_basis.get("regularization"),
         "uncertainty": _uncertainty_summary(kernel),
+        "kernel_accuracy": kernel.metadata.get("accuracy"),
     }
 
 

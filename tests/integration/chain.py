@@ -33,10 +33,17 @@ def run_pair(
     *,
     psf_match_overrides: dict[str, Any] | None = None,
     max_candidates: int = 1000,
+    config_overrides: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Path]:
-    """Run warp → … → convolve on one pair; return the paths of the products."""
+    """Run warp → … → convolve on one pair; return the paths of the products.
+
+    ``config_overrides`` maps a section of our own (e.g. ``kernel_fit``) to keys that
+    replace the shipped ones.
+    """
     config = shipped_config()
     config["psf_match"] = {**config["psf_match"], **(psf_match_overrides or {})}
+    for section, keys in (config_overrides or {}).items():
+        config[section] = {**(config.get(section) or {}), **keys}
     config["detection"]["max_candidates"] = max_candidates
 
     def params(step: str) -> dict[str, Any]:

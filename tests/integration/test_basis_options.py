@@ -28,11 +28,11 @@ def pair(tmp_path_factory):
     return work, io.read_json(work / "truth.json")
 
 
-def _run(pair, name, overrides):
+def _run(pair, name, overrides, config_overrides=None):
     work, _ = pair
     (work / name).mkdir()
     paths = run_pair(work / name, work / "t.fits", work / "s.fits",
-                     psf_match_overrides=overrides)
+                     psf_match_overrides=overrides, config_overrides=config_overrides)
     return paths, io.read_json(paths["metrics.json"])
 
 
@@ -66,9 +66,11 @@ def test_pca_spatial_basis_over_alard_lupton_kernels(pair):
 
 
 def test_delta_functions_without_pca(pair):
+    """ip_diffim's DF path (kernel_fit.df_spatial_fit: ip_diffim) without the PCA."""
     paths, metrics = _run(pair, "df_plain", {"kernelBasisSet": "delta-function",
                                              "usePcaForSpatialKernel": False,
-                                             "lambdaValue": 1.0e4})
+                                             "lambdaValue": 1.0e4},
+                          {"kernel_fit": {"df_spatial_fit": "ip_diffim"}})
     kernel = io.read_kernel(paths["kernel.fits"])
     assert kernel.basis.shape == (441, 21, 21)
     assert metrics["n_spatial_unknowns"] == 441 * 3 + 6  # no constant first term

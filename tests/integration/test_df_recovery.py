@@ -73,8 +73,11 @@ def _relative_l1(kernel: SpatialKernel, truth: synth.Truth) -> dict[str, float]:
 def _run(pair, name, overrides):
     work, paths, truth = pair
     (work / name).mkdir()
+    # ip_diffim's DF path (per-candidate λ, PCA); the shipped pooled DF fit is
+    # test_df_auto_lambda.py's
     products = run_pair(work / name, paths["template"], paths["science"],
-                        psf_match_overrides=overrides, max_candidates=300)
+                        psf_match_overrides=overrides, max_candidates=300,
+                        config_overrides={"kernel_fit": {"df_spatial_fit": "ip_diffim"}})
     return products, _relative_l1(io.read_kernel(products["kernel.fits"]), truth)
 
 

@@ -16,6 +16,7 @@ from psfmatch.config import (
     DetectionOptions,
     DiaOptions,
     DifferenceOptions,
+    KernelFitOptions,
     ModelPsfMatchSection,
     OutputOptions,
     PsfMatchConfig,
@@ -62,7 +63,8 @@ def _known_paths() -> set[str]:
     walk(SubtractConfig, "subtract")
     for section, cls in (("warp", WarpOptions), ("detection", DetectionOptions),
                          ("output", OutputOptions), ("model_psf_match", ModelPsfMatchSection),
-                         ("dia_sources", DiaOptions), ("difference", DifferenceOptions)):
+                         ("dia_sources", DiaOptions), ("difference", DifferenceOptions),
+                         ("kernel_fit", KernelFitOptions)):
         walk(cls, section)
     return known
 

@@ -164,6 +164,8 @@ def _df_config() -> dict:
     config["psf_match"].update({"kernelBasisSet": "delta-function", "lambdaValue": 1.0e4,
                                 "numPrincipalComponents": 3,
                                 "calculateKernelUncertainty": True})
+    # ip_diffim's DF path (per-candidate λ, PCA), not the shipped pooled fit
+    config["kernel_fit"] = {**(config.get("kernel_fit") or {}), "df_spatial_fit": "ip_diffim"}
     config["detection"]["max_candidates"] = 150
     return config
 
@@ -484,3 +486,28 @@ def test_the_final_difference_is_decorrelated_with_its_psf_and_mode_record(finis
     psf = io.read_psf_model(out / "difference_psf.fits").image_at(0.0, 0.0)
     assert float(psf.sum()) == pytest.approx(1.0, abs=1e-9)
     assert io.read_kernel(out / "kernel.fits").metadata["maps"] == "template->science"
+
+
+@pytest.mark.parametrize(("key", "value", "reran", "kept"), [
+    # ingest reads estimate_saturation: everything after it reruns
+    ("estimate_saturation", False, {"ingest", "warp", "fit_single_kernels", "convolve"}, set()),
+    # the order search is the spatial fit's: the single fits stay
+    ("spatial_order", "configured", {"spatial_fit", "assess", "final_kernel", "convolve"},
+     {"simulate", "ingest", "warp", "detect", "select", "fit_single_kernels"}),
+    # a delta-function option is read by no step of an AL run
+    ("df_spatial_fit", "ip_diffim", set(),
+     {"ingest", "fit_single_kernels", "spatial_fit", "final_kernel", "convolve"}),
+])
+def test_a_kernel_fit_field_reruns_only_its_readers(finished_run, key, value, reran, kept):
+    workdir, _ = finished_run
+    config = _base_config(["good"])
+    config["kernel_fit"] = {**config["kernel_fit"], key: value}
+    _write_config(workdir, config, ["good"])
+    try:
+        dry = run_snakemake(workdir, "-n", "--cores", "2")
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        jobs = set(_jobs(dry.stdout))
+        assert reran <= jobs, dry.stdout
+        assert not kept & jobs, dry.stdout
+    finally:
+        _write_config(workdir, _base_config(["good", "empty"]), ["good", "empty"])

@@ -6,13 +6,15 @@
   CamelCase field names and our PEP 8 attributes.
 * :mod:`psfmatch.config.sections`: our snake_case sections (``warp`` with its ``sources``
   sub-block, ``detection``, ``output``, ``difference``) and ``model_psf_match``;
-  :mod:`psfmatch.config.dia`: the ``dia_sources`` section.
+  :mod:`psfmatch.config.dia`: the ``dia_sources`` section;
+  :mod:`psfmatch.config.kernel_fit`: the ``kernel_fit`` section.
 * :mod:`psfmatch.config.validate`: config validation with one line per mistake.
 
 Every default lives in one of these modules.
 """
 
 from psfmatch.config.dia import DiaOptions
+from psfmatch.config.kernel_fit import KernelFitOptions, check_kernel_fit
 from psfmatch.config.lsst import (
     AL,
     BASIS_DEFAULTS,
@@ -45,6 +47,7 @@ __all__ = [
     "DetectionOptions",
     "DiaOptions",
     "DifferenceOptions",
+    "KernelFitOptions",
     "ModelPsfMatchConfig",
     "ModelPsfMatchSection",
     "OutputOptions",
@@ -54,6 +57,7 @@ __all__ = [
     "SubtractConfig",
     "WarpOptions",
     "WarpingConfig",
+    "check_kernel_fit",
     "check_subtraction",
     "model_kernel_config",
 ]

@@ -56,9 +56,14 @@ def mosaic_plot(kernel, *, n: int = 5) -> QaPlot:
     """The spatial kernel realised on an ``n × n`` grid over its bbox (``displayKernelMosaic``).
 
     Panels are arranged as on the sky (y increasing upwards) and share one colour scale.
+    When the kernel's metadata carry its own error (``accuracy``, written by
+    ``spatial_fit``: :func:`psfmatch.kernel_accuracy.kernel_accuracy`), the figure says it
+    at the centre and the four corners: the 1σ of the kernel sum and the expected
+    relative L1 error, and whether the covariance describes the error or is a lower
+    bound.
 
     ``data``: ``x``, ``y`` (grid positions), ``sums`` (``n × n``, indexed ``[iy, ix]``),
-    ``images`` (``n × n × k × k``).
+    ``images`` (``n × n × k × k``), ``accuracy`` (the metadata's, or ``None``).
     """
     xs, ys = _grid_positions(kernel.bbox, n)
     images = np.array([[kernel.image_at(x, y) for x in xs] for y in ys])
@@ -77,7 +82,20 @@ def mosaic_plot(kernel, *, n: int = 5) -> QaPlot:
     fig.colorbar(im, ax=axes, shrink=0.6, label="kernel value")
     fig.suptitle(f"spatial kernel on a {n}×{n} grid "
                  f"(sum range {sums.min():.4f} – {sums.max():.4f})")
-    return QaPlot(fig, {"x": xs, "y": ys, "sums": sums, "images": images})
+    accuracy = (getattr(kernel, "metadata", None) or {}).get("accuracy")
+    if accuracy:
+        fig.supxlabel(_accuracy_text(accuracy), fontsize=7)
+    return QaPlot(fig, {"x": xs, "y": ys, "sums": sums, "images": images,
+                        "accuracy": accuracy})
+
+
+def _accuracy_text(accuracy: Mapping) -> str:
+    """Two lines: σ(Σ) and expected L1 at the five positions, and how far to trust them."""
+    parts = [f"{name.replace('_', ' ')} ({p['x']:.0f}, {p['y']:.0f}): "
+             f"σΣ={p['kernel_sum_sigma']:.2g}, L1≈{100 * p['expected_l1']:.2g}%"
+             for name, p in accuracy["positions"].items()]
+    return ("kernel error from its covariance (" + str(accuracy["covariance"]) + "): "
+            + "; ".join(parts[:3]) + "\n" + "; ".join(parts[3:]))
 
 
 def spatial_model_plot(kernel, *, n: int = 48) -> QaPlot:

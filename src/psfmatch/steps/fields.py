@@ -30,6 +30,7 @@ from psfmatch.config import (
     DetectionOptions,
     DiaOptions,
     DifferenceOptions,
+    KernelFitOptions,
     ModelPsfMatchSection,
     OutputOptions,
     PsfMatchConfig,
@@ -90,12 +91,16 @@ _SINGLE_FIT = _RESIDUALS + _pm(
     "constantVarianceWeighting", "iterateSingleKernel", "checkConditionNumber",
     "maxConditionNumber", "conditionNumberType", "singleKernelClipping",
 )
+#: Our own DF options (``kernel_fit``), read by the DF fits whichever spatial fit is chosen.
+_KERNEL_FIT_DF = ("kernel_fit.df_spatial_fit", "kernel_fit.df_lambda_range",
+                  "kernel_fit.df_lambda_step")
 
 #: Step -> the config paths it reads (see the module docstring).
 STEP_READS: dict[str, StepReads] = {
     "simulate": StepReads(),  # reads its own block simulate.<name>, passed whole
     "simulated_psf": StepReads(),
-    "ingest": StepReads(),  # reads the pairs-sheet row only
+    # the pairs-sheet row, and whether to look for a saturation level in the image
+    "ingest": StepReads(("kernel_fit.estimate_saturation",)),
     "warp": StepReads(("psf_match.warpingConfig", "warp.same_grid_tolerance_pix",
                        "warp.registration", "warp.sources")),
     "detect": StepReads(
@@ -113,16 +118,22 @@ STEP_READS: dict[str, StepReads] = {
     "fit_single_kernels": StepReads(
         _BASIS + _SINGLE_FIT + _pm("fitForBackground"),
         # BIC voters are the active candidates (top nStarPerCell of each cell)
-        {"al": _AL + _pm("useBicForKernelBasis"), "df": _DF, "bic": _pm("nStarPerCell")},
+        {"al": _AL + _pm("useBicForKernelBasis"), "df": _DF + _KERNEL_FIT_DF,
+         "bic": _pm("nStarPerCell")},
     ),
     "kernel_sum_clip": StepReads(_pm("kernelSumClipping", "maxKsumSigma", "nStarPerCell")),
     "spatial_fit": StepReads(
         _pm("kernelBasisSet", "spatialModelType", "spatialKernelOrder", "spatialBgOrder",
             "nStarPerCell", "conditionNumberType", "maxSpatialConditionNumber",
-            "usePcaForSpatialKernel", "calculateKernelUncertainty"),
+            "usePcaForSpatialKernel", "calculateKernelUncertainty")
+        + ("kernel_fit.spatial_order", "kernel_fit.max_spatial_order"),
         # the PCA refit repeats the single-kernel fit and the kernel-sum clipping
         {"pca": _SINGLE_FIT + _pm("subtractMeanForPca", "numPrincipalComponents",
-                                  "kernelSumClipping", "maxKsumSigma")},
+                                  "kernelSumClipping", "maxKsumSigma"),
+         # the pooled DF fit builds the regularization matrix itself
+         "df": _KERNEL_FIT_DF + _pm("regularizationType", "centralRegularizationStencil",
+                                    "forwardRegularizationOrders",
+                                    "regularizationBorderPenalty")},
     ),
     "assess": StepReads(_RESIDUALS + _pm("spatialKernelClipping", "nStarPerCell")),
     "convolve": StepReads(_pm("nStarPerCell", "maxSpatialConditionNumber") + (
@@ -212,6 +223,7 @@ _SECTIONS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "dia_sources": lambda block: DiaOptions.from_dict(block, where="dia_sources"),
     "subtract": lambda block: SubtractConfig.from_lsst(block, where="subtract"),
     "difference": lambda block: DifferenceOptions.from_dict(block, where="difference"),
+    "kernel_fit": lambda block: KernelFitOptions.from_dict(block, where="kernel_fit"),
 }
 
 
@@ -260,7 +272,8 @@ class StepConfig:
     """What a step function receives: its part of the config, read through its record.
 
     ``StepConfig("select", params)`` gives ``.psf_match``, ``.detection``, ``.warp``,
-    ``.output``, ``.model_psf_match``, ``.subtract``, ``.difference`` and ``.dia_sources``
+    ``.output``, ``.model_psf_match``, ``.subtract``, ``.difference``, ``.dia_sources`` and
+    ``.kernel_fit``
     as the config objects of :mod:`psfmatch.config` (defaults for what the params leave
     out), on which reading an undeclared field raises
     :class:`~psfmatch.errors.UndeclaredConfigError`. :meth:`block` returns a section as

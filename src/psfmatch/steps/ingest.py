@@ -12,6 +12,8 @@ from psfmatch import io
 from psfmatch.errors import ExposureError, InputFileError
 from psfmatch.exposure import flag_unusable_variance
 from psfmatch.psf import ImagePsf
+from psfmatch.saturation import mark_estimated_saturation
+from psfmatch.steps.fields import StepConfig
 
 __all__ = ["ingest"]
 
@@ -24,6 +26,7 @@ def ingest(
     output_path: str,
     label: str,
     reader: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> None:
     """Read one input image in any supported layout and write it in the afw layout.
 
@@ -41,6 +44,11 @@ def ingest(
         this pair's job with :class:`InputFileError`.
     label : str
         Names the pair and role in errors and logs.
+    config : mapping, optional
+        The rule's params (``kernel_fit.estimate_saturation``): with it (the default),
+        an image without any ``SAT`` pixel and without a known level gets a level
+        estimated from its brightest peaks, if they pile up
+        (:func:`psfmatch.saturation.mark_estimated_saturation`).
 
     Raw integer images become float32 (``BZERO``/``BSCALE`` applied); pixels at or above
     the saturation level (sheet, else header ``SATURATE``/``SATURATN``) are flagged
@@ -73,6 +81,8 @@ def ingest(
     if n_flagged:
         logger.warning("%s: %d pixels have a variance <= 0 or not finite; flagged NO_DATA, "
                        "variance +inf", label, n_flagged)
+    if StepConfig("ingest", config).kernel_fit.estimate_saturation:
+        exposure = mark_estimated_saturation(exposure, label=label)
     usable = np.isfinite(exposure.image) & (exposure.mask == 0)
     if not usable.any():
         flagged = {name: int(np.count_nonzero(exposure.plane(name)))

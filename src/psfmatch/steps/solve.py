@@ -9,6 +9,7 @@ iteration and the reason (docs/fitting.md).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -39,10 +40,12 @@ from psfmatch.config import AL, DF
 from psfmatch.errors import InsufficientCandidatesError, PsfMatchError
 from psfmatch.exposure import planes_bitmask
 from psfmatch.kernel import SpatialKernel
+from psfmatch.kernel_accuracy import kernel_accuracy
 from psfmatch.pca import pca_refit
 from psfmatch.regularization import LambdaRule, regularization_matrix
-from psfmatch.spatial import SpatialFunction, fit_spatial_reducing_order
+from psfmatch.spatial import SpatialFunction
 from psfmatch.steps.fields import StepConfig
+from psfmatch.steps.spatial_model import fit_spatial_model, is_pooled, pooled_single_fit_setup
 from psfmatch.steps.subtraction import fitting_fwhms, read_mode
 
 __all__ = ["assess", "fit_single_kernels", "iteration_number", "kernel_sum_clip", "spatial_fit"]
@@ -91,6 +94,9 @@ def fit_single_kernels(
     index = np.array([row[int(i)] for i in ids], dtype=np.int64)
     if pm.kernel_basis_set == DF:
         basis, basis_meta, options = _delta_function_setup(pm, choice.kernel_size, bad_bits)
+        if is_pooled(pm, cfg.kernel_fit):
+            options, basis_meta["regularization"] = pooled_single_fit_setup(
+                pm, cfg.kernel_fit, options, choice.kernel_size)
     else:
         options = FitOptions.from_config(pm, bad_bits=bad_bits)
         basis, basis_meta = _alard_lupton_setup(pm, choice, table, index, t_stamps, s_stamps,
@@ -120,9 +126,12 @@ def fit_single_kernels(
         regularization["lambda_median"] = float(np.median(lam)) if lam.size else None
         regularization["n_lambda_at_scan_edge"] = int(fits.lambda_at_grid_edge[fits.good].sum())
         if regularization["n_lambda_at_scan_edge"]:
+            relative = regularization.get("lambda_scan_relative")
+            scan = (("kernel_fit.df_lambda_range (relative)", *relative[:2]) if relative
+                    else ("lambdaMin..lambdaMax", pm.lambda_min, pm.lambda_max))
             logger.warning("%s: %d good candidates have their risk-minimising lambda at an end "
-                           "of the scan lambdaMin..lambdaMax (%s..%s); widen the scan", label,
-                           regularization["n_lambda_at_scan_edge"], pm.lambda_min, pm.lambda_max)
+                           "of the scan %s (%s..%s); widen the scan", label,
+                           regularization["n_lambda_at_scan_edge"], *scan)
         logger.info("%s: regularization %s", label, regularization)
     logger.info("%s: single-kernel fits %s", label, counts)
     psf_match = cfg.block("psf_match")
@@ -131,6 +140,7 @@ def fit_single_kernels(
         {"BASIS": basis, "KERNELS": fits.kernels, "NORMAL_MATRIX": fits.normal_matrix,
          "NORMAL_VECTOR": fits.normal_vector, "IDS": ids},
         metadata={"basis": basis_meta, "fit_background": options.fit_background,
+                  "constant_variance_weighting": options.constant_variance_weighting,
                   "region": meta["region"], "psf_match": psf_match},
     )
     io.write_table(output_candidates, out, units=_XY_UNITS,
@@ -264,7 +274,11 @@ def spatial_fit(
     a PCA basis and refitted with it (:func:`psfmatch.pca.pca_refit`); the candidate
     table, with the refit's rejections, is written to ``output_candidates``. With
     ``calculateKernelUncertainty`` the kernel carries the covariance of its coefficients
-    (``kernel.fits`` ``COVARIANCE``). ``iteration`` is the spatial iteration, or
+    (``kernel.fits`` ``COVARIANCE``); its error at the centre and the corners is
+    always in the metadata (``accuracy``, :func:`psfmatch.kernel_accuracy.kernel_accuracy`).
+    The ``kernel_fit`` section may raise the spatial order by cross-validation and, for
+    delta functions, replaces the PCA by one pooled regularized fit
+    (:mod:`psfmatch.steps.spatial_model`). ``iteration`` is the spatial iteration, or
     ``"final"`` for the fit on the survivors of the last assessment. With ``mode_path``
     (``mode/mode.json``; rule ``final_kernel``) the kernel's metadata record which image
     it convolves: ``maps`` = ``"template->science"`` or ``"science->template"``
@@ -281,7 +295,8 @@ def spatial_fit(
     basis = np.asarray(arrays["BASIS"], dtype=np.float64)
     basis_meta = kmeta["basis"]
     normal_matrix, normal_vector = arrays["NORMAL_MATRIX"], arrays["NORMAL_VECTOR"]
-    if pm.use_pca_for_spatial_kernel:
+    pooled = is_pooled(pm, cfg.kernel_fit)
+    if pm.use_pca_for_spatial_kernel and not pooled:
         t_stamps, s_stamps, stamp_ids, smeta = io.read_stamps(stamps_path)
         options = FitOptions.from_config(pm, bad_bits=_bad_bits(smeta, pm.bad_mask_planes),
                                          fit_background=kmeta["fit_background"])
@@ -306,18 +321,27 @@ def spatial_fit(
     bg_function = (SpatialFunction(pm.spatial_bg_order, pm.spatial_model_type, bbox)
                    if kmeta["fit_background"] else None)
     try:
-        solved = fit_spatial_reducing_order(
+        model = fit_spatial_model(
             list(zip(table["x"][active], table["y"][active], strict=True)),
             normal_matrix[rows], normal_vector[rows],
             n_basis=basis.shape[0],
             kernel_function=kernel_function,
             background_function=bg_function,
-            constant_first_term=kmeta["basis"]["type"] == AL or pm.use_pca_for_spatial_kernel,
-            condition_number_type=pm.condition_number_type,
-            compute_covariance=pm.calculate_kernel_uncertainty,
+            constant_first_term=(kmeta["basis"]["type"] == AL
+                                 or (pm.use_pca_for_spatial_kernel and not pooled)),
+            pm=pm, kernel_fit=cfg.kernel_fit, kernel_size=basis.shape[-1], label=label,
         )
     except PsfMatchError as err:
         raise type(err)(f"{label}: {err} ({int(active.sum())} candidates)") from err
+    solved = model.solved
+    if model.pooled is not None:
+        basis_meta = {**basis_meta, "regularization": {
+            **basis_meta.get("regularization", {}), "spatial": model.pooled}}
+        logger.log(logging.WARNING if model.pooled["scan_too_narrow"] else logging.INFO,
+                   "%s: pooled delta-function fit, lambda %.4g (%.3g x tr M / tr H)%s", label,
+                   model.pooled["value"], model.pooled.get("relative", float("nan")),
+                   "; at an end of kernel_fit.df_lambda_range: widen it"
+                   if model.pooled["scan_too_narrow"] else "")
     fit, kernel_function = solved.fit, solved.kernel_function
     bg_function = solved.background_function
     if solved.reduced:
@@ -341,9 +365,18 @@ def spatial_fit(
                   "n_candidates": int(active.sum()), "n_unknowns": fit.n_unknowns,
                   "condition_number": fit.condition_number,
                   "spatial_order_attempts": solved.attempts,
+                  **({"spatial_order_search": model.order_search}
+                     if model.order_search is not None else {}),
                   "config": {"fit_single_kernels": kmeta.get("psf_match", {}),
-                             "spatial_fit": cfg.block("psf_match")}},
+                             "spatial_fit": cfg.block("psf_match"),
+                             **({"kernel_fit": cfg.block("kernel_fit")}
+                                if cfg.block("kernel_fit") else {})}},
     )
+    kernel.metadata["accuracy"] = kernel_accuracy(
+        kernel, inverse_variance_weights=not kmeta.get("constant_variance_weighting", True),
+        regularized=model.pooled is not None, pca_basis=basis_meta.get("type") == "pca")
+    if not pm.calculate_kernel_uncertainty:
+        kernel = dataclasses.replace(kernel, covariance=None)
     logger.info("%s: spatial fit (iteration %s) on %d candidates, %d unknowns, condition %.3g, "
                 "kernel sum %.5f", label, iteration, int(active.sum()), fit.n_unknowns,
                 fit.condition_number, kernel.kernel_sum)

@@ -42,9 +42,12 @@ as a FITS header does.
 from __future__ import annotations
 
 Modules: :mod:`.params` (:class:`SimulationParams`), :mod:`.truth` (the truth kernel and
-catalogues), :mod:`.render` (stars, galaxies, the PSF), :mod:`.pair` (:func:`make_pair`).
+catalogues), :mod:`.render` (stars, galaxies, the PSF), :mod:`.pair` (:func:`make_pair`),
+:mod:`.crowded` (:func:`make_crowded_pair`: a crowded field with Moffat wings, a kernel
+on a grid of anchors and unflagged saturation, which fails like real crowded fields).
 """
 
+from psfmatch.synth.crowded import CrowdedKernel, CrowdedPair, CrowdedParams, make_crowded_pair
 from psfmatch.synth.pair import SimulatedPair, make_pair
 from psfmatch.synth.params import BAD_COLUMN_VALUE, SimulationParams, kernel_sigmas
 from psfmatch.synth.render import (
@@ -57,6 +60,9 @@ from psfmatch.synth.truth import Truth, TruthKernel, source_table
 
 __all__ = [
     "BAD_COLUMN_VALUE",
+    "CrowdedKernel",
+    "CrowdedPair",
+    "CrowdedParams",
     "SimulatedPair",
     "SimulatedPsf",
     "SimulationParams",
@@ -64,6 +70,7 @@ __all__ = [
     "TruthKernel",
     "gaussian_psf_image",
     "kernel_sigmas",
+    "make_crowded_pair",
     "make_pair",
     "render_gaussians",
     "science_psf_fwhm_at",

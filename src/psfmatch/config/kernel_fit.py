@@ -1,0 +1,116 @@
+"""``kernel_fit``: our options of the kernel fit that ip_diffim's configs do not have.
+
+Three choices where ip_diffim's own behaviour fails on data it was not tuned for
+(docs/fitting.md#beyond-ip_diffim, measured numbers there):
+
+* how a delta-function (DF) kernel's spatial model is fitted (``df_spatial_fit``):
+  ``pooled`` fits the spatially varying DF kernel to all candidates at once with one
+  regularization weight chosen from the data (:mod:`psfmatch.pooled_fit`); ``ip_diffim``
+  keeps ip_diffim's per-candidate λ (``lambdaType`` …) and, with
+  ``usePcaForSpatialKernel``, its PCA basis;
+* whether the kernel's spatial order may be raised above ``spatialKernelOrder`` where
+  the candidates show that the kernel varies faster (``spatial_order``,
+  :mod:`psfmatch.spatial_order`);
+* whether ingest estimates a saturation level from the image when neither a mask plane
+  nor a keyword (nor the pairs sheet) gives one (``estimate_saturation``,
+  :mod:`psfmatch.saturation`).
+
+The defaults live here; ``workflow/schemas/config.schema.yaml`` documents their types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from psfmatch.config.lsst import DF
+from psfmatch.config.sections import _Section
+from psfmatch.errors import ConfigError
+
+__all__ = ["DF_SPATIAL_FITS", "SPATIAL_ORDER_MODES", "KernelFitOptions", "check_kernel_fit"]
+
+#: Values of :attr:`KernelFitOptions.df_spatial_fit`.
+DF_SPATIAL_FITS = ("pooled", "ip_diffim")
+#: Values of :attr:`KernelFitOptions.spatial_order`.
+SPATIAL_ORDER_MODES = ("configured", "cross_validated")
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelFitOptions(_Section):
+    """``kernel_fit``: DF spatial fit, spatial-order search, saturation from the data.
+
+    Attributes
+    ----------
+    df_spatial_fit : {"pooled", "ip_diffim"}
+        Delta-function basis only. ``pooled`` (default): the single-candidate fits (used
+        for clipping only) weight pixels by their inverse variance and choose λ per
+        candidate by the unbiased predictive risk on the relative scan below; the
+        spatial kernel is fitted to all active candidates at once, with one λ chosen by
+        the pooled unbiased predictive risk on the same relative scan, the kernel sum
+        held constant over the field and the penalty projected off a first-pass
+        kernel's shape. ``psf_match``'s ``lambdaType``/``lambdaValue``/``lambdaScaling``/
+        ``lambdaMin``/``lambdaMax``/``lambdaStep``, ``constantVarianceWeighting`` and
+        ``usePcaForSpatialKernel`` are then not used for the DF fit.
+        ``ip_diffim``: those fields apply as in ip_diffim.
+    df_lambda_range : (float, float)
+        The λ scan of the ``pooled`` fit and of its single fits, in dex relative to the
+        data's own scale :math:`\\lambda_{\\rm ref} = \\mathrm{tr}\\,M / \\mathrm{tr}\\,H`
+        (so it does not depend on the images' flux units).
+    df_lambda_step : float
+        Step of that scan (dex); the minimum is refined by a parabola.
+    spatial_order : {"configured", "cross_validated"}
+        ``configured``: ``psf_match.spatialKernelOrder`` as given. ``cross_validated``:
+        the order with the lowest two-fold (checkerboard) prediction error over the
+        active candidates among ``spatialKernelOrder`` … ``max_spatial_order``; never
+        below the configured order (with few candidates the cross-validation prefers
+        too low an order). Applied to Alard–Lupton and PCA bases only, not to
+        delta-function kernels fitted pixel by pixel (pooled or ip_diffim without PCA:
+        the cost grows as the cube of the spatial terms times the kernel's pixels).
+    max_spatial_order : int
+        Highest order ``cross_validated`` may choose (0 … 6).
+    estimate_saturation : bool
+        At ingest, when an image has no pixel flagged ``SAT`` and no saturation level
+        came from the pairs sheet or a header keyword, look for the pile-up of the
+        brightest peaks at one level (:func:`psfmatch.saturation.estimate_saturation_level`)
+        and, if found, flag ``SAT`` at and above 95 % of it, grown by 2 px.
+    """
+
+    df_spatial_fit: str = "pooled"
+    df_lambda_range: tuple[float, ...] = (-8.0, 3.0)
+    df_lambda_step: float = 0.05
+    spatial_order: str = "cross_validated"
+    max_spatial_order: int = 4
+    estimate_saturation: bool = True
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> None:
+            raise ConfigError(f"kernel_fit.{name} = {getattr(self, name)!r}: {why}")
+
+        if self.df_spatial_fit not in DF_SPATIAL_FITS:
+            bad("df_spatial_fit", f"use one of {list(DF_SPATIAL_FITS)}")
+        if self.spatial_order not in SPATIAL_ORDER_MODES:
+            bad("spatial_order", f"use one of {list(SPATIAL_ORDER_MODES)}")
+        if len(self.df_lambda_range) != 2 or not self.df_lambda_range[0] < self.df_lambda_range[1]:
+            bad("df_lambda_range", "must be [low, high] with low < high (dex)")
+        if not 0 < self.df_lambda_step <= 1:
+            bad("df_lambda_step", "must be in (0, 1] dex")
+        if not 0 <= self.max_spatial_order <= 6:
+            bad("max_spatial_order", "must be in 0..6")
+
+
+def check_kernel_fit(psf_match: Mapping[str, Any] | None, kernel_fit: KernelFitOptions) -> None:
+    """Cross-section rule: the ``pooled`` DF fit has no PCA step.
+
+    ``psf_match`` is the ``psf_match`` block as written (LSST names): an explicit
+    ``usePcaForSpatialKernel: true`` with ``kernelBasisSet: delta-function`` and
+    ``df_spatial_fit: pooled`` asks for two different spatial fits.
+    """
+    block = dict(psf_match or {})
+    if (block.get("kernelBasisSet") == DF and block.get("usePcaForSpatialKernel") is True
+            and kernel_fit.df_spatial_fit == "pooled"):
+        msg = ("psf_match.usePcaForSpatialKernel: true asks for ip_diffim's PCA spatial fit of "
+               "delta-function kernels, but kernel_fit.df_spatial_fit is 'pooled' (one "
+               "regularized fit to all candidates, no PCA); set kernel_fit.df_spatial_fit: "
+               "ip_diffim for the PCA, or leave usePcaForSpatialKernel null")
+        raise ConfigError(msg)
