@@ -26,6 +26,8 @@ from psfmatch.stats import ResidualStats, residual_stats
 __all__ = [
     "CandidateFitError",
     "CandidateSolution",
+    "CandidateSystem",
+    "candidate_system",
     "condition_number",
     "design_matrix",
     "difference_stamp",
@@ -36,6 +38,28 @@ __all__ = [
 
 class CandidateFitError(PsfMatchError, ValueError):
     """A candidate cannot be fitted (bad variance, singular system, NaN solution)."""
+
+
+@dataclass(frozen=True)
+class CandidateSystem:
+    """Unregularized normal equations of one candidate.
+
+    Attributes
+    ----------
+    matrix : ndarray, shape (m, m)
+        :math:`M = C^T W C` (background last when fitted).
+    vector : ndarray, shape (m,)
+        :math:`\\beta = C^T W s`.
+    data_norm : float
+        :math:`s^T W s`.
+    n_data : int
+        Number of fitted pixels.
+    """
+
+    matrix: np.ndarray
+    vector: np.ndarray
+    data_norm: float
+    n_data: int
 
 
 @dataclass(frozen=True)
@@ -144,6 +168,62 @@ def solve_normal_equations(
     return vectors @ (inverse * (vectors.T @ vector))
 
 
+def candidate_system(
+    template: np.ndarray,
+    science: np.ndarray,
+    variance: np.ndarray,
+    basis: np.ndarray,
+    *,
+    fit_background: bool,
+    constant_variance_weighting: bool = True,
+) -> CandidateSystem:
+    """Unregularized normal equations of one candidate (docs/fitting.md#candidate-fit).
+
+    Parameters
+    ----------
+    template, science, variance : ndarray, shape (H, W)
+        Stamps (image planes and ``var_S + var_T``); masks are not consulted.
+    basis : ndarray, shape (n_basis, k, k)
+    fit_background : bool
+        Append a constant-background column.
+    constant_variance_weighting : bool
+        Weight every pixel by ``1 / median(variance)`` (1 if that median is ≤ 0) instead
+        of ``1 / variance``.
+
+    Raises
+    ------
+    CandidateFitError
+        Negative or zero variance in the fit region (inverse-variance weights), or
+        non-finite stamp pixels.
+    """
+    k = basis.shape[-1]
+    half = k // 2
+    columns = design_matrix(template, basis)
+    fit_region = (slice(half, science.shape[0] - half), slice(half, science.shape[1] - half))
+    s = np.asarray(science, dtype=np.float64)[fit_region].ravel()
+    v = np.asarray(variance, dtype=np.float64)
+    if constant_variance_weighting:
+        median = float(np.median(v))
+        v_fit = np.full(s.shape, median if median > 0 else 1.0)
+    else:
+        v_fit = v[fit_region].ravel()
+        if np.nanmin(v_fit) < 0:
+            msg = "variance less than 0 in the candidate's fit region"
+            raise CandidateFitError(msg)
+        if np.nanmin(v_fit) == 0:
+            msg = "variance equals 0 in the candidate's fit region; cannot inverse-variance weight"
+            raise CandidateFitError(msg)
+    if not (np.all(np.isfinite(columns)) and np.all(np.isfinite(s)) and np.all(np.isfinite(v_fit))):
+        msg = "non-finite pixels in the candidate stamps"
+        raise CandidateFitError(msg)
+    if fit_background:
+        columns = np.hstack([columns, np.ones((columns.shape[0], 1))])
+    weights = 1.0 / v_fit
+    matrix = columns.T @ (columns * weights[:, None])
+    vector = columns.T @ (s * weights)
+    return CandidateSystem(matrix, vector, float(np.sum(s * s * weights)), int(s.size))
+
+
 def fit_candidate(
     template: np.ndarray,
     science: np.ndarray,
@@ -181,31 +261,10 @@ def fit_candidate(
         Negative or zero variance in the fit region, non-finite stamp pixels, or a NaN
         solution.
     """
-    k = basis.shape[-1]
-    half = k // 2
-    columns = design_matrix(template, basis)
-    fit_region = (slice(half, science.shape[0] - half), slice(half, science.shape[1] - half))
-    s = np.asarray(science, dtype=np.float64)[fit_region].ravel()
-    v = np.asarray(variance, dtype=np.float64)
-    if constant_variance_weighting:
-        median = float(np.median(v))
-        v_fit = np.full(s.shape, median if median > 0 else 1.0)
-    else:
-        v_fit = v[fit_region].ravel()
-        if np.nanmin(v_fit) < 0:
-            msg = "variance less than 0 in the candidate's fit region"
-            raise CandidateFitError(msg)
-        if np.nanmin(v_fit) == 0:
-            msg = "variance equals 0 in the candidate's fit region; cannot inverse-variance weight"
-            raise CandidateFitError(msg)
-    if not (np.all(np.isfinite(columns)) and np.all(np.isfinite(s)) and np.all(np.isfinite(v_fit))):
-        msg = "non-finite pixels in the candidate stamps"
-        raise CandidateFitError(msg)
-    if fit_background:
-        columns = np.hstack([columns, np.ones((columns.shape[0], 1))])
-    weights = 1.0 / v_fit
-    matrix = columns.T @ (columns * weights[:, None])
-    vector = columns.T @ (s * weights)
+    system = candidate_system(template, science, variance, basis,
+                              fit_background=fit_background,
+                              constant_variance_weighting=constant_variance_weighting)
+    matrix, vector = system.matrix, system.vector
     eigenvalues = np.linalg.eigvalsh(matrix)
     cond = condition_number(matrix, condition_number_type, eigenvalues=eigenvalues)
     lam, at_edge = 0.0, False
@@ -213,7 +272,7 @@ def fit_candidate(
         if isinstance(regularization_lambda, LambdaRule):
             choice = regularization_lambda.choose(
                 matrix, vector, regularization,
-                data_norm=float(np.sum(s * s * weights)), n_data=s.size,
+                data_norm=system.data_norm, n_data=system.n_data,
             )
             lam, at_edge = choice.value, choice.at_grid_edge
         else:

@@ -42,13 +42,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from psfmatch.errors import ConfigError
+from psfmatch.fit import CandidateFitError, CandidateSystem, candidate_system
 from psfmatch.regularization import LambdaChoice, LambdaRule, risk_curve
 
 __all__ = [
-    "CandidateSystem",
     "JointLambdaChoice",
     "RelativeRiskRule",
-    "candidate_system",
     "candidate_systems",
     "choose_common_lambda",
     "joint_criterion",
@@ -56,82 +55,6 @@ __all__ = [
 ]
 
 ESTIMATORS = ("upre", "gcv", "evidence")
-
-
-@dataclass(frozen=True)
-class CandidateSystem:
-    """Unregularized normal equations of one candidate.
-
-    Attributes
-    ----------
-    matrix : ndarray, shape (m, m)
-        :math:`M = C^T W C` (background last when fitted).
-    vector : ndarray, shape (m,)
-        :math:`\\beta = C^T W s`.
-    data_norm : float
-        :math:`s^T W s`.
-    n_data : int
-        Number of fitted pixels.
-    """
-
-    matrix: np.ndarray
-    vector: np.ndarray
-    data_norm: float
-    n_data: int
-
-
-def candidate_system(
-    template: np.ndarray,
-    science: np.ndarray,
-    variance: np.ndarray,
-    basis: np.ndarray,
-    *,
-    fit_background: bool,
-    constant_variance_weighting: bool = True,
-) -> CandidateSystem:
-    """Normal equations of one candidate, as :func:`psfmatch.fit.fit_candidate` builds them.
-
-    Parameters
-    ----------
-    template, science, variance : ndarray, shape (H, W)
-        Stamps (image planes and ``var_S + var_T``); masks are not consulted.
-    basis : ndarray, shape (n_basis, k, k)
-    fit_background : bool
-        Append a constant-background column.
-    constant_variance_weighting : bool
-        Weight every pixel by ``1 / median(variance)`` (1 if that median is ≤ 0) instead
-        of ``1 / variance``.
-
-    Returns
-    -------
-    CandidateSystem
-    """
-    from psfmatch.fit import CandidateFitError, design_matrix
-
-    k = basis.shape[-1]
-    half = k // 2
-    columns = design_matrix(template, basis)
-    region = (slice(half, science.shape[0] - half), slice(half, science.shape[1] - half))
-    s = np.asarray(science, dtype=np.float64)[region].ravel()
-    v = np.asarray(variance, dtype=np.float64)
-    if constant_variance_weighting:
-        median = float(np.median(v))
-        weights = np.full(s.shape, 1.0 / median if median > 0 else 1.0)
-    else:
-        v_fit = v[region].ravel()
-        if not np.nanmin(v_fit) > 0:
-            msg = "variance <= 0 in the candidate's fit region; cannot inverse-variance weight"
-            raise CandidateFitError(msg)
-        weights = 1.0 / v_fit
-    if not (np.all(np.isfinite(columns)) and np.all(np.isfinite(s))
-            and np.all(np.isfinite(weights))):
-        msg = "non-finite pixels in the candidate stamps"
-        raise CandidateFitError(msg)
-    if fit_background:
-        columns = np.hstack([columns, np.ones((columns.shape[0], 1))])
-    matrix = columns.T @ (columns * weights[:, None])
-    vector = columns.T @ (s * weights)
-    return CandidateSystem(matrix, vector, float(np.sum(s * s * weights)), int(s.size))
 
 
 def reference_lambda(systems: Sequence[CandidateSystem], regularization: np.ndarray) -> float:
@@ -356,8 +279,6 @@ def candidate_systems(
     used : ndarray of int
         Stack index of each returned system.
     """
-    from psfmatch.fit import CandidateFitError
-
     n = template[0].shape[0]
     index = np.arange(n) if rows is None else np.arange(n)[rows]
     systems, used = [], []

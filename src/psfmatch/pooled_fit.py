@@ -32,7 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from psfmatch.lambda_choice import CandidateSystem, JointLambdaChoice, choose_common_lambda
+from psfmatch.fit import CandidateSystem
+from psfmatch.lambda_choice import JointLambdaChoice, choose_common_lambda
 from psfmatch.spatial import SpatialFit, SpatialFunction
 
 __all__ = ["PooledFit", "constant_sum_basis", "fit_pooled_regularized",

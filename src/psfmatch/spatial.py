@@ -18,8 +18,9 @@ The joint fit accumulates each candidate's normal equations ``(Q, w)`` through t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.polynomial import chebyshev
@@ -33,6 +34,7 @@ __all__ = [
     "SpatialFit",
     "SpatialFitError",
     "SpatialFunction",
+    "fit_lowering_orders",
     "fit_spatial",
     "fit_spatial_reducing_order",
     "geometric_condition",
@@ -335,6 +337,39 @@ def fit_spatial_reducing_order(
         The solution is not finite even with constant spatial functions; the message
         lists every attempt.
     """
+    def solve(kf: SpatialFunction, bf: SpatialFunction | None) -> tuple[SpatialFit, None]:
+        fit = fit_spatial(centres, normal_matrices, normal_vectors, n_basis=n_basis,
+                          kernel_function=kf, background_function=bf,
+                          constant_first_term=constant_first_term,
+                          condition_number_type=condition_number_type,
+                          compute_covariance=compute_covariance)
+        return fit, None
+
+    reduced, _ = fit_lowering_orders(
+        centres, kernel_function, background_function, solve,
+        max_geometric_condition=max_geometric_condition,
+        failure="the spatial kernel system is ill-posed at every order tried")
+    return reduced
+
+
+def fit_lowering_orders(
+    centres: Sequence[tuple[float, float]],
+    kernel_function: SpatialFunction,
+    background_function: SpatialFunction | None,
+    solve: Callable[[SpatialFunction, SpatialFunction | None], tuple[SpatialFit, Any]],
+    *,
+    max_geometric_condition: float = MAX_GEOMETRIC_CONDITION,
+    failure: str = "the spatial fit failed at every order tried",
+) -> tuple[ReducedOrderFit, Any]:
+    """Call ``solve(kernel_function, background_function)``, lowering both orders on refusal.
+
+    An order pair is refused when :func:`geometric_condition` at the candidate centres
+    exceeds ``max_geometric_condition`` (``solve`` is then not called) or when ``solve``
+    raises :class:`SpatialFitError`; both orders are then lowered by one (not below 0).
+    Returns the accepted fit with every attempt, and what ``solve`` returned beside the
+    fit. Raises :class:`SpatialFitError` (``failure``, then every attempt) when constant
+    functions are refused too.
+    """
     xs = np.array([c[0] for c in centres], dtype=np.float64)
     ys = np.array([c[1] for c in centres], dtype=np.float64)
     attempts: list[dict] = []
@@ -343,29 +378,24 @@ def fit_spatial_reducing_order(
         geometric = max(geometric_condition(f, xs, ys) for f in (kf, bf) if f is not None)
         record = {"kernel_order": kf.order, "background_order": None if bf is None else bf.order,
                   "geometric_condition": geometric, "condition_number": None, "refused": None}
-        fit = None
+        accepted = None
         if not geometric <= max_geometric_condition:
             record["refused"] = (f"candidate positions constrain the spatial terms poorly "
                                  f"(geometric condition {geometric:.3g} > {max_geometric_condition:.3g})")
         else:
             try:
-                fit = fit_spatial(centres, normal_matrices, normal_vectors, n_basis=n_basis,
-                                  kernel_function=kf, background_function=bf,
-                                  constant_first_term=constant_first_term,
-                                  condition_number_type=condition_number_type,
-                                  compute_covariance=compute_covariance)
-                record["condition_number"] = fit.condition_number
+                accepted = solve(kf, bf)
+                record["condition_number"] = accepted[0].condition_number
             except SpatialFitError as exc:
                 record["refused"] = str(exc)
         attempts.append(record)
-        if fit is not None:
-            return ReducedOrderFit(fit, kf, bf, attempts)
+        if accepted is not None:
+            return ReducedOrderFit(accepted[0], kf, bf, attempts), accepted[1]
         if kf.order == 0 and (bf is None or bf.order == 0):
             tried = "; ".join(
                 f"kernel order {a['kernel_order']}, background order {a['background_order']}: "
                 f"{a['refused']}" for a in attempts)
-            msg = f"the spatial kernel system is ill-posed at every order tried ({tried})"
-            raise SpatialFitError(msg)
+            raise SpatialFitError(f"{failure} ({tried})")
         kf = SpatialFunction(max(kf.order - 1, 0), kf.model_type, kf.bbox)
         if bf is not None:
             bf = SpatialFunction(max(bf.order - 1, 0), bf.model_type, bf.bbox)

@@ -8,8 +8,8 @@ from tests.fidelity_helpers import gaussian_kernel, stamp_set
 
 from psfmatch.basis import delta_function_basis
 from psfmatch.errors import ConfigError
+from psfmatch.fit import CandidateSystem
 from psfmatch.lambda_choice import (
-    CandidateSystem,
     candidate_systems,
     choose_common_lambda,
     joint_criterion,

@@ -33,6 +33,7 @@ from psfmatch.spatial import (
     ReducedOrderFit,
     SpatialFitError,
     SpatialFunction,
+    fit_lowering_orders,
     fit_spatial_reducing_order,
     geometric_condition,
 )
@@ -189,49 +190,32 @@ def _orders_to_search(centres, kernel_function: SpatialFunction, kernel_fit: Any
 def _pooled(centres, matrices, vectors, *, n_basis, kernel_function, background_function,
             pm, kernel_fit, kernel_size) -> SpatialModel:
     """Pooled regularized DF fit, lowering both orders while the positions are too few."""
-    xs = np.array([c[0] for c in centres], dtype=np.float64)
-    ys = np.array([c[1] for c in centres], dtype=np.float64)
     h = regularization_from_config(pm, kernel_size, fit_background=False)
-    attempts: list[dict] = []
-    kf, bf = kernel_function, background_function
-    while True:
-        geometric = max(geometric_condition(f, xs, ys) for f in (kf, bf) if f is not None)
-        record = {"kernel_order": kf.order, "background_order": None if bf is None else bf.order,
-                  "geometric_condition": geometric, "condition_number": None, "refused": None}
-        if geometric <= MAX_GEOMETRIC_CONDITION:
-            result = fit_pooled_regularized(
-                centres, np.asarray(matrices), np.asarray(vectors), h, n_basis=n_basis,
-                kernel_function=kf, background_function=bf,
-                log_span=tuple(kernel_fit.df_lambda_range), step=kernel_fit.df_lambda_step,
-                compute_covariance=True)
-            fit = result.fit
-            if np.all(np.isfinite(fit.kernel_coefficients)):
-                record["condition_number"] = fit.condition_number
-                attempts.append(record)
-                choice = result.choice.to_dict() if result.choice is not None else {}
-                pilot = result.pilot_choice
-                pooled = {**choice, "value": result.regularization_lambda,
-                          "pilot_lambda": result.pilot_lambda,
-                          "pilot_relative": None if pilot is None else pilot.relative,
-                          "scan_relative": list(kernel_fit.df_lambda_range),
-                          "constant_sum": True, "shape_prior": True}
-                # widen the scan: an end of the first pass, or the lower end of the
-                # second (its upper end means "the pilot's shape, scaled")
-                pooled["scan_too_narrow"] = bool(
-                    (pilot is not None and pilot.at_scan_edge)
-                    or (result.choice is not None and result.choice.at_scan_edge
-                        and result.choice.relative < 1.0))
-                return SpatialModel(ReducedOrderFit(fit, kf, bf, attempts), None, pooled)
-            record["refused"] = "the pooled solution is not finite"
-        else:
-            record["refused"] = (f"candidate positions constrain the spatial terms poorly "
-                                 f"(geometric condition {geometric:.3g} > "
-                                 f"{MAX_GEOMETRIC_CONDITION:.3g})")
-        attempts.append(record)
-        if kf.order == 0 and (bf is None or bf.order == 0):
-            tried = "; ".join(f"kernel order {a['kernel_order']}, background order "
-                              f"{a['background_order']}: {a['refused']}" for a in attempts)
-            raise SpatialFitError(f"pooled delta-function fit failed at every order ({tried})")
-        kf = SpatialFunction(max(kf.order - 1, 0), kf.model_type, kf.bbox)
-        if bf is not None:
-            bf = SpatialFunction(max(bf.order - 1, 0), bf.model_type, bf.bbox)
+
+    def solve(kf: SpatialFunction, bf: SpatialFunction | None) -> tuple[Any, dict]:
+        result = fit_pooled_regularized(
+            centres, np.asarray(matrices), np.asarray(vectors), h, n_basis=n_basis,
+            kernel_function=kf, background_function=bf,
+            log_span=tuple(kernel_fit.df_lambda_range), step=kernel_fit.df_lambda_step,
+            compute_covariance=True)
+        if not np.all(np.isfinite(result.fit.kernel_coefficients)):
+            raise SpatialFitError("the pooled solution is not finite")
+        choice = result.choice.to_dict() if result.choice is not None else {}
+        pilot = result.pilot_choice
+        pooled = {**choice, "value": result.regularization_lambda,
+                  "pilot_lambda": result.pilot_lambda,
+                  "pilot_relative": None if pilot is None else pilot.relative,
+                  "scan_relative": list(kernel_fit.df_lambda_range),
+                  "constant_sum": True, "shape_prior": True}
+        # widen the scan: an end of the first pass, or the lower end of the
+        # second (its upper end means "the pilot's shape, scaled")
+        pooled["scan_too_narrow"] = bool(
+            (pilot is not None and pilot.at_scan_edge)
+            or (result.choice is not None and result.choice.at_scan_edge
+                and result.choice.relative < 1.0))
+        return result.fit, pooled
+
+    reduced, pooled = fit_lowering_orders(
+        centres, kernel_function, background_function, solve,
+        failure="pooled delta-function fit failed at every order")
+    return SpatialModel(reduced, None, pooled)
