@@ -6,7 +6,6 @@ import re
 import sys
 from pathlib import Path
 
-import yaml
 from snakemake.logging import logger
 from snakemake.utils import min_version
 
@@ -43,6 +42,7 @@ from psfmatch.config import (  # noqa: E402
 )
 from psfmatch.config.validate import validate_config  # noqa: E402
 from psfmatch.errors import ConfigError  # noqa: E402
+from psfmatch.io.documents import read_yaml  # noqa: E402
 from psfmatch.io.sheets import read_pairs  # noqa: E402
 from psfmatch.steps.fields import step_config  # noqa: E402
 
@@ -60,8 +60,11 @@ if "psf_match" not in config and not Path("config/config.yaml").is_file():
         "from the psfmatch folder, or copy its config/config.yaml into <working "
         "directory>/config/; a --configfile is merged into it key by key"
     )
-with open(Path(workflow.current_basedir) / "schemas" / "config.schema.yaml") as _handle:
-    validate_config(config, yaml.safe_load(_handle), configfiles=CONFIG_FILES)
+validate_config(
+    config,
+    read_yaml(Path(workflow.current_basedir) / "schemas" / "config.schema.yaml"),
+    configfiles=CONFIG_FILES,
+)
 # Cross-field rules JSON Schema cannot express (odd kernel size, list lengths, ...), for
 # every section, before any job starts.
 PSF_MATCH = PsfMatchConfig.from_lsst(config["psf_match"])
@@ -103,8 +106,9 @@ def simulated_paths():
     ]
 
 
-with open(Path(workflow.current_basedir) / "schemas" / "pairs.schema.yaml") as _handle:
-    PAIRS_SCHEMA = yaml.safe_load(_handle)
+PAIRS_SCHEMA = read_yaml(
+    Path(workflow.current_basedir) / "schemas" / "pairs.schema.yaml"
+)
 PAIRS = read_pairs(
     config["pairs"],
     schema=PAIRS_SCHEMA,

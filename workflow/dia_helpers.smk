@@ -1,7 +1,6 @@
 # Helpers of the DIA-source rules (workflow/dia.smk): their inputs, the products `rule all`
 # asks for, and the run-level catalogue the Snakefile's handlers write.
 from psfmatch.config import DiaOptions  # noqa: E402
-from psfmatch.steps.dia import dia_run_catalogue  # noqa: E402
 
 # Cross-field checks of the dia_sources block before any job starts.
 DiaOptions.from_dict(config.get("dia_sources"), where="dia_sources")
@@ -57,6 +56,10 @@ def dia_outputs():
 
 def write_dia_run_catalogue():
     """results/dia_sources.parquet from the pairs' catalogues that exist (Snakefile handlers)."""
+    # imported here: the DIA core loads scipy, and every Snakemake start parses this file
+    # (on a cluster, once per job), while only the handlers at the end of a run need it
+    from psfmatch.steps.dia import dia_run_catalogue
+
     Path(DIA_RUN_CATALOGUE).parent.mkdir(parents=True, exist_ok=True)
     status = dia_run_catalogue(
         catalogues={pair: f"results/{pair}/dia_sources.parquet" for pair in PAIRS},

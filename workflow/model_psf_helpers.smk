@@ -12,10 +12,9 @@ def simulated_psf_paths():
     return [f"results/simulated/{name}/template_psf.fits" for name in SIMULATED]
 
 
-with open(
+EXPOSURES_SCHEMA = read_yaml(
     Path(workflow.current_basedir) / "schemas" / "exposures.schema.yaml"
-) as _handle:
-    EXPOSURES_SCHEMA = yaml.safe_load(_handle)
+)
 EXPOSURES = (
     read_exposures(
         MODEL_PSF.exposures,

@@ -1,6 +1,7 @@
 """Rescale a variance plane to the pixel noise (meas_algorithms ``ScaleVarianceTask``).
 
-With a background :math:`B` (32-px mesh of 3σ-clipped means, spline-interpolated)
+With a background :math:`B` (32-px mesh of 3σ-clipped means, bilinear between cells:
+:func:`psfmatch.background.mesh_background`)
 subtracted temporarily and over good pixels (none of the ``mask_planes``, finite image,
 finite variance > 0):
 
@@ -18,12 +19,12 @@ meas_algorithms.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from psfmatch.background import mesh_background
 from psfmatch.errors import VarianceScaleError
 from psfmatch.exposure import Exposure
 from psfmatch.stats import percentiles
@@ -59,30 +60,6 @@ class VarianceScale:
     factor: float
     method: str
     n_pixels: int
-
-
-def _background(image: np.ndarray, bad: np.ndarray, bin_size: int, *,
-                zeroed: bool = False) -> np.ndarray | float:
-    """32-px clipped-mean background mesh, spline-interpolated; median if that fails.
-
-    ``zeroed``: ``image`` already holds 0 at the ``bad`` pixels (no copy is made).
-    """
-    from astropy.stats import SigmaClip
-    from photutils.background import Background2D, MeanBackground
-
-    data = image if zeroed else np.where(bad, 0.0, image)
-    box = (min(bin_size, image.shape[0]), min(bin_size, image.shape[1]))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            bkg = Background2D(data, box, mask=bad, sigma_clip=SigmaClip(sigma=3.0, maxiters=3),
-                               bkg_estimator=MeanBackground()).background
-        if np.all(np.isfinite(bkg)):
-            return bkg
-    except ValueError:
-        pass
-    good = image[~bad]
-    return float(np.median(good)) if good.size else 0.0
 
 
 def variance_scale_factor(
@@ -179,12 +156,10 @@ def background_image(exposure: Exposure, *, bad_planes: Sequence[str] = ("NO_DAT
     mesh cannot be made). Nothing is modified. (``_strict``: also pixels whose variance
     is not finite and > 0, as :func:`variance_scale_factor` leaves them out.)
     """
-    data = exposure.image.astype(np.float64)
-    bad = ((exposure.mask & exposure.plane_bitmask(bad_planes)) != 0) | ~np.isfinite(data)
+    bad = ((exposure.mask & exposure.plane_bitmask(bad_planes)) != 0) | ~np.isfinite(exposure.image)
     if _strict:
         bad |= ~np.isfinite(exposure.variance) | ~(exposure.variance > 0)
-    data[bad] = 0.0
-    return _background(data, bad, int(background_bin), zeroed=True)
+    return mesh_background(exposure.image, bad, int(background_bin))
 
 
 #: Rows per band of the band-by-band passes (memory: a few arrays of this many rows).

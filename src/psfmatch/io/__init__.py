@@ -13,7 +13,7 @@ module                 files
 :mod:`.sheets`         the pairs and exposures sheets
 :mod:`.headers`        header-only reads (image shapes for job sizing)
 :mod:`.streams`        exposures read and written by bands of rows
-:mod:`.documents`      JSON sidecars, text, figures
+:mod:`.documents`      JSON sidecars, YAML documents, text, figures
 =====================  =====================================================
 
 Files psfmatch writes are read and written without astropy (:mod:`._lite`, :mod:`._afw`,
@@ -35,6 +35,7 @@ _WHERE = {
     "DECAM_CP_MASK_VALUES": "_raw",
     "ZTF_MASK_BITS": "_raw",
     "read_json": "documents",
+    "read_yaml": "documents",
     "write_figure": "documents",
     "write_json": "documents",
     "write_text": "documents",
@@ -76,6 +77,7 @@ __all__ = [
     "read_image_shape",
     "read_json",
     "read_kernel",
+    "read_yaml",
     "read_pairs",
     "read_stamps",
     "read_psf_model",
