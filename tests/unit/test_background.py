@@ -1,28 +1,52 @@
 """The numpy mesh background (psfmatch.background)."""
 
+import warnings
+
 import numpy as np
 import pytest
 from astropy.stats import sigma_clip
+from astropy.utils.exceptions import AstropyUserWarning
 
 from psfmatch.background import clipped_cell_means, mesh_background
 
 
-def test_cell_means_equal_astropy_sigma_clip_then_mean():
-    """Each cell's value is astropy's sigma_clip (3σ about the median, 3 iterations), then the mean."""
+def _astropy_cell_means(image, bad, box, sigma, maxiters):
+    """astropy's sigma_clip along the cell axis (as photutils calls it), then the mean."""
+    ny, nx = image.shape
+    cells = np.where(bad, np.nan, image).reshape(ny // box, box, nx // box, box)
+    cells = cells.transpose(0, 2, 1, 3).reshape(ny // box, nx // box, box * box)
+    with warnings.catch_warnings():  # the NaN of bad pixels are meant (photutils does so)
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        clipped = sigma_clip(cells, sigma=sigma, maxiters=maxiters, cenfunc="median",
+                             stdfunc="std", axis=2, masked=False)
+    return np.nanmean(clipped, axis=2)
+
+
+@pytest.mark.parametrize(("sigma", "maxiters"), [(3.0, 3), (1.0222, 8), (2.0, 10)])
+def test_cell_means_equal_astropy_sigma_clip_then_mean(sigma, maxiters):
+    """Each cell's value is astropy's sigma_clip about the median, then the mean."""
     rng = np.random.default_rng(11)
     box = 16
     image = rng.normal(50.0, 3.0, (3 * box, 4 * box))
     image[rng.random(image.shape) < 0.03] += rng.uniform(20, 500)  # outliers to clip
     bad = rng.random(image.shape) < 0.05  # well under the 10 % that drops a cell
-    mesh = clipped_cell_means(image, bad, box)
-    for j in range(3):
-        for i in range(4):
-            cell = image[j * box:(j + 1) * box, i * box:(i + 1) * box]
-            used = cell[~bad[j * box:(j + 1) * box, i * box:(i + 1) * box]]
-            expected = sigma_clip(used, sigma=3.0, maxiters=3, cenfunc="median",
-                                  stdfunc="std").compressed().mean()
-            # the same pixels kept: equal up to summation order (1e-12 relative)
-            assert mesh[j, i] == pytest.approx(expected, rel=1e-12)
+    mesh = clipped_cell_means(image, bad, box, sigma=sigma, maxiters=maxiters)
+    expected = _astropy_cell_means(image, bad, box, sigma, maxiters)
+    # the same pixels kept: equal up to summation order (1e-12 relative)
+    np.testing.assert_allclose(mesh, expected, rtol=1e-12)
+
+
+def test_unflagged_non_finite_pixels_are_left_out():
+    image = np.arange(16.0).reshape(4, 4)
+    for value in (-np.inf, np.inf, np.nan):
+        holed = image.copy()
+        holed[0, 0] = value
+        mesh = clipped_cell_means(holed, np.zeros(image.shape, bool), 4, max_bad_fraction=0.5)
+        assert mesh[0, 0] == pytest.approx(np.arange(1.0, 16.0).mean(), rel=1e-12)
+    # a cell with no usable pixel has no estimate, whatever fraction is allowed
+    empty = clipped_cell_means(np.full((4, 4), np.nan), np.zeros((4, 4), bool), 4,
+                               max_bad_fraction=1.0)
+    assert np.isnan(empty[0, 0])
 
 
 def test_recovers_a_sloped_sky_under_noise_and_stars():
