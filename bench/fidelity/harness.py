@@ -26,15 +26,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.oracle import (  # noqa: E402,F401
-    oracle_sigma,
-    residual_detections,
-    star_pixels,
-    true_difference,
-)
+from tests.integration.oracle import compare, residual_detections  # noqa: E402,F401
 
 from psfmatch import io, synth  # noqa: E402
-from psfmatch.diagnostics import STATS_BAD_PLANES  # noqa: E402
 from psfmatch.kernel import SpatialKernel  # noqa: E402
 from psfmatch.steps.simulate import simulate as simulate_step  # noqa: E402
 
@@ -117,43 +111,22 @@ def measure(products: dict[str, Path], sim: dict[str, Path], *, flux_min: float 
         truth = synth.Truth.from_dict(io.read_json(sim["truth"]))
         sources = io.read_table(sim["sources"]).columns
         fwhm, shift = truth.params.science_fwhm, truth.params.kernel_shift
-    science = io.read_exposure(sim["science"])
-    template = io.read_exposure(products["warped.fits"])
-    diff = io.read_exposure(products["difference.fits"])
-    kernel = io.read_kernel(products["kernel.fits"])
+    result = compare(products, sim["science"], truth, sources, fwhm=fwhm, shift=shift,
+                     flux_min=flux_min, saturated=getattr(truth, "saturated", None))
+    kernel = result["kernel"]
     metrics = io.read_json(products["metrics.json"])
-    bad = diff.plane_bitmask(STATS_BAD_PLANES)
-    usable = ((diff.mask & bad) == 0) & np.isfinite(diff.image) & (diff.variance > 0)
-    sigma = oracle_sigma(truth, science, template, usable)
-    stars = star_pixels(sources, diff.shape, fwhm=fwhm, shift=shift, flux_min=flux_min) & usable
-    extra = {}
-    if getattr(truth, "saturated", None) is not None:  # crowded pairs: drop saturated wings
-        from scipy import ndimage
-
-        near = ndimage.binary_dilation(truth.saturated, iterations=int(3 * fwhm))
-        stars &= ~near
-        extra["det5_fit_unsat"] = residual_detections(diff.image / sigma, usable & ~near, fwhm)
-        extra["det5_true_unsat"] = residual_detections(d_true_z := true_difference(truth, science, template) / sigma, usable & ~near, fwhm)
-    z_fit = diff.image / sigma
-    d_true = true_difference(truth, science, template)
-    z_true = d_true / sigma
-    std_fit, std_true = float(z_fit[stars].std()), float(z_true[stars].std())
+    corners = positions(result["usable"].shape, margin=min(100, result["usable"].shape[0] // 8))
     return {
-        "std_star_fit": std_fit, "std_star_true": std_true, "oracle_ratio": std_fit / std_true,
-        "n_star_pixels": int(stars.sum()),
+        **{k: v for k, v in result.items() if k not in ("kernel", "z_fit", "z_true", "usable")},
         "kernel_sum": kernel.kernel_sum,
-        "kernel_sum_error": kernel.kernel_sum / truth.photometric_scale - 1.0,
-        "l1": kernel_l1(kernel, truth, positions(diff.shape, margin=min(100, diff.shape[0] // 8))),
-        "det5_fit": residual_detections(z_fit, usable, fwhm),
-        "det5_true": residual_detections(z_true, usable, fwhm),
+        "l1": kernel_l1(kernel, truth, corners),
         "clipped_std": metrics["difference"]["clipped_std"],
         "used": metrics["candidates"]["used_in_final_fit"],
         "regularization": metrics.get("regularization"),
         "uncertainty": metrics.get("uncertainty"),
         "kernel_accuracy": metrics.get("kernel_accuracy"),
         "spatial_orders": metrics.get("spatial_orders"),
-        "l1_expected_from_covariance": kernel_l1_noise(kernel, positions(diff.shape, margin=min(100, diff.shape[0] // 8))),
-        **extra,
+        "l1_expected_from_covariance": kernel_l1_noise(kernel, corners),
     }
 
 

@@ -67,8 +67,24 @@ def run_pair(
                        psf_path=p["psf.json"], output_candidates=p["fit.parquet"],
                        output_kernels=p["kernels.fits"], config=params("fit_single_kernels"),
                        label=label)
+    spatial_iterations(workdir, p, params, config["psf_match"]["maxSpatialIterations"], label)
+    convolve(template_path=p["warped.fits"], science_path=science,
+             kernel_path=p["kernel.fits"], candidates_path=p["final.parquet"],
+             difference_path=p["difference.fits"], matched_path=p["matched.fits"],
+             metrics_path=p["metrics.json"], config=params("convolve"), label=label)
+    return p
+
+
+def spatial_iterations(workdir: Path, p: dict[str, Path], params: Any, n_iterations: int,
+                       label: str, *, mode_path: Path | None = None) -> None:
+    """kernel_sum_clip → spatial_fit → assess, ``n_iterations`` times, then final_kernel.
+
+    Reads ``p["fit.parquet"]``, ``p["kernels.fits"]``, ``p["stamps.fits"]``; writes the
+    iteration products in ``workdir`` and ``p["kernel.fits"]``, ``p["final.parquet"]``.
+    ``params(step)`` gives a step's params.
+    """
     previous = p["fit.parquet"]
-    for i in range(config["psf_match"]["maxSpatialIterations"]):
+    for i in range(n_iterations):
         ksum, kernel, spatial, assessed = (workdir / f"iter{i}_{n}" for n in (
             "ksum.parquet", "kernel.fits", "spatial.parquet", "assess.parquet"))
         kernel_sum_clip(candidates_path=previous, output_candidates=ksum,
@@ -84,9 +100,4 @@ def run_pair(
     spatial_fit(candidates_path=previous, kernels_path=p["kernels.fits"],
                 stamps_path=p["stamps.fits"], output_kernel=p["kernel.fits"],
                 output_candidates=p["final.parquet"], config=params("spatial_fit"),
-                iteration="final", label=label)
-    convolve(template_path=p["warped.fits"], science_path=science,
-             kernel_path=p["kernel.fits"], candidates_path=p["final.parquet"],
-             difference_path=p["difference.fits"], matched_path=p["matched.fits"],
-             metrics_path=p["metrics.json"], config=params("convolve"), label=label)
-    return p
+                iteration="final", label=label, mode_path=mode_path)

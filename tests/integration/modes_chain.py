@@ -12,13 +12,13 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from tests.integration.chain import shipped_config
+from tests.integration.chain import shipped_config, spatial_iterations
 
 from psfmatch.steps.difference import convolve
 from psfmatch.steps.fields import step_config
 from psfmatch.steps.finalize import decorrelate
 from psfmatch.steps.prepare import detect, select, warp
-from psfmatch.steps.solve import assess, fit_single_kernels, kernel_sum_clip, spatial_fit
+from psfmatch.steps.solve import fit_single_kernels
 from psfmatch.steps.subtraction import preconvolve, subtraction_mode
 
 
@@ -70,24 +70,8 @@ def run_modes_pair(workdir: Path, template: Path, science: Path, config: dict[st
                            output_kernels=p["kernels.fits"],
                            config=params("fit_single_kernels"), label=label,
                            mode_path=p["mode.json"])
-        previous = p["fit.parquet"]
-        for i in range(config["psf_match"]["maxSpatialIterations"]):
-            ksum, kernel, spatial, assessed = (workdir / f"iter{i}_{n}" for n in (
-                "ksum.parquet", "kernel.fits", "spatial.parquet", "assess.parquet"))
-            kernel_sum_clip(candidates_path=previous, output_candidates=ksum,
-                            config=params("kernel_sum_clip"), iteration=i, label=label)
-            spatial_fit(candidates_path=ksum, kernels_path=p["kernels.fits"],
-                        stamps_path=p["stamps.fits"], output_kernel=kernel,
-                        output_candidates=spatial, config=params("spatial_fit"), iteration=i,
-                        label=label)
-            assess(candidates_path=spatial, stamps_path=p["stamps.fits"], kernel_path=kernel,
-                   output_candidates=assessed, config=params("assess"), iteration=i,
-                   label=label)
-            previous = assessed
-        spatial_fit(candidates_path=previous, kernels_path=p["kernels.fits"],
-                    stamps_path=p["stamps.fits"], output_kernel=p["kernel.fits"],
-                    output_candidates=p["final.parquet"], config=params("spatial_fit"),
-                    iteration="final", label=label, mode_path=p["mode.json"])
+        spatial_iterations(workdir, p, params, config["psf_match"]["maxSpatialIterations"],
+                           label, mode_path=p["mode.json"])
         convolve(template_path=p["warped.fits"], science_path=fit_science,
                  kernel_path=p["kernel.fits"], candidates_path=p["final.parquet"],
                  difference_path=p["raw.fits"], matched_path=p["matched.fits"],

@@ -74,7 +74,10 @@ def compare(products, science_path, truth, sources, *, fwhm, shift, flux_min=200
     """Oracle ratio, 5σ residual detections (fitted and true) and the kernel-sum error.
 
     ``saturated`` (bool image, optional): pixels within ``3 · FWHM`` of it are left out
-    of the star pixels (a clipped star is not ``K ⋆ T`` for any kernel).
+    of the star pixels (a clipped star is not ``K ⋆ T`` for any kernel); the detections
+    away from them are ``det5_fit_unsat`` / ``det5_true_unsat``. Also returned, for
+    callers that measure more: the star-pixel stds, ``z_fit``, ``z_true`` (D/σ of the
+    fitted and the true-kernel difference) and the ``usable`` pixels.
     """
     science = io.read_exposure(science_path)
     template = io.read_exposure(products["warped.fits"])
@@ -84,15 +87,22 @@ def compare(products, science_path, truth, sources, *, fwhm, shift, flux_min=200
     usable = ((diff.mask & bad) == 0) & np.isfinite(diff.image) & (diff.variance > 0)
     sigma = oracle_sigma(truth, science, template, usable)
     stars = star_pixels(sources, diff.shape, fwhm=fwhm, shift=shift, flux_min=flux_min) & usable
-    if saturated is not None:
-        stars &= ~ndimage.binary_dilation(saturated, iterations=int(3 * fwhm))
     z_fit = diff.image / sigma
     z_true = true_difference(truth, science, template) / sigma
-    return {"oracle_ratio": float(z_fit[stars].std() / z_true[stars].std()),
+    extra = {}
+    if saturated is not None:
+        near = ndimage.binary_dilation(saturated, iterations=int(3 * fwhm))
+        stars &= ~near
+        extra = {"det5_fit_unsat": residual_detections(z_fit, usable & ~near, fwhm),
+                 "det5_true_unsat": residual_detections(z_true, usable & ~near, fwhm)}
+    std_fit, std_true = float(z_fit[stars].std()), float(z_true[stars].std())
+    return {"oracle_ratio": std_fit / std_true,
+            "std_star_fit": std_fit, "std_star_true": std_true,
             "det5_fit": residual_detections(z_fit, usable, fwhm),
             "det5_true": residual_detections(z_true, usable, fwhm),
             "kernel_sum_error": kernel.kernel_sum / truth.photometric_scale - 1.0,
-            "kernel": kernel, "n_star_pixels": int(stars.sum())}
+            "kernel": kernel, "n_star_pixels": int(stars.sum()),
+            "z_fit": z_fit, "z_true": z_true, "usable": usable, **extra}
 
 
 def relative_l1(kernel, truth_kernel, x, y) -> float:
