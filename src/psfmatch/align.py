@@ -151,8 +151,9 @@ def align_template(
     ------
     RegistrationError
         Registration by sources failed (too few matched stars, rms above
-        ``warp.sources.max_rms``, no agreeing asterism); the message names ``label``,
-        the numbers and why sources were used.
+        ``warp.sources.max_rms``, no agreeing asterism); the message gives the numbers
+        and why sources were used (``label`` names the pair in the log; the warp step
+        prefixes it to the error).
     WarpError
         As :func:`psfmatch.warp.warp_exposure` (``wcs``: a missing WCS, no overlap) or
         :func:`psfmatch.warp_transform.warp_exposure_pixels`.

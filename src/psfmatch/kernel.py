@@ -110,6 +110,12 @@ class SpatialKernel:
         """Kernel sum at ``(x, y)``."""
         return float(self.image_at(x, y).sum())
 
+    def sum_at_centre_of(self, bbox: tuple[int, int, int, int]) -> float:
+        """Kernel sum at the centre of ``bbox = (min_x, min_y, max_x, max_y)`` (inclusive,
+        parent pixels), e.g. the science image's: the κ of convolveScience differences."""
+        min_x, min_y, max_x, max_y = bbox
+        return self.sum_at(0.5 * (min_x + max_x), 0.5 * (min_y + max_y))
+
     @property
     def kernel_sum(self) -> float:
         """Kernel sum at the centre of the bbox."""

@@ -83,8 +83,8 @@ class _Spectrum:
     z2: np.ndarray  # (Uᵀβ)_j²
     data_norm: float
     n_data: int
-    logdet_m: float  # log det(M + ridge) (for the evidence)
-    logdet_h: float  # log det of H on its range (for the evidence)
+    logdet_m: float  # log det(M + ridge) (for the evidence; NaN otherwise)
+    logdet_h: float  # log det of H on its range (for the evidence; NaN otherwise)
     rank_h: int
 
 
@@ -96,7 +96,8 @@ def _range_logdet(regularization: np.ndarray) -> tuple[float, int]:
 
 
 def _spectrum(system: CandidateSystem, regularization: np.ndarray,
-              h_logdet: tuple[float, int]) -> _Spectrum:
+              h_logdet: tuple[float, int] | None) -> _Spectrum:
+    """The decomposition; the log-determinants only for the evidence (``h_logdet`` given)."""
     import scipy.linalg
 
     m = np.asarray(system.matrix, dtype=np.float64)
@@ -107,6 +108,9 @@ def _spectrum(system: CandidateSystem, regularization: np.ndarray,
     eigenvalues, u = scipy.linalg.eigh(h, m_r)
     eigenvalues = np.clip(eigenvalues, 0.0, None)
     z2 = (u.T @ np.asarray(system.vector, dtype=np.float64)) ** 2
+    if h_logdet is None:  # upre and gcv need neither log-determinant
+        return _Spectrum(eigenvalues, z2, float(system.data_norm), int(system.n_data),
+                         math.nan, math.nan, 0)
     sign, logdet_m = np.linalg.slogdet(m_r)
     return _Spectrum(eigenvalues, z2, float(system.data_norm), int(system.n_data),
                      float(logdet_m) if sign > 0 else -math.inf, *h_logdet)
@@ -237,7 +241,7 @@ def choose_common_lambda(
         msg = f"lambda scan needs step > 0 and log_span[1] > log_span[0], got {log_span}, {step}"
         raise ConfigError(msg)
     reference = reference_lambda(systems, regularization)
-    h_logdet = _range_logdet(regularization)
+    h_logdet = _range_logdet(regularization) if estimator == "evidence" else None
     spectra = [_spectrum(s, regularization, h_logdet) for s in systems]
     grid = lo + step * np.arange(int(math.floor((hi - lo) / step + 1e-9)) + 1)
     values, trace = joint_criterion(spectra, reference * 10.0**grid, estimator=estimator)

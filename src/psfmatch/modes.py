@@ -266,8 +266,7 @@ def difference_convolve_science(
                f"at {template.xy0}) must share one grid")
         raise ValueError(msg)
     if norm is None:
-        min_x, min_y, max_x, max_y = science.bbox
-        norm = kernel.sum_at(0.5 * (min_x + max_x), 0.5 * (min_y + max_y))
+        norm = kernel.sum_at_centre_of(science.bbox)
     if not (math.isfinite(norm) and norm > 0):
         msg = f"kernel sum at the science centre must be > 0, got {norm!r}"
         raise ValueError(msg)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import correlate
 
-__all__ = ["template_noise_matrix", "template_noise_matrices"]
+__all__ = ["template_noise_matrix"]
 
 
 def template_noise_matrix(
@@ -65,32 +65,3 @@ def template_noise_matrix(
         out[:-1, :-1] = n
         return out
     return n
-
-
-def template_noise_matrices(
-    template: tuple[np.ndarray, np.ndarray, np.ndarray],
-    science: tuple[np.ndarray, np.ndarray, np.ndarray],
-    basis: np.ndarray,
-    *,
-    fit_background: bool,
-    constant_variance_weighting: bool,
-) -> np.ndarray:
-    """:func:`template_noise_matrix` for every stamp pair, with the fits' weights.
-
-    The weights are those of :func:`psfmatch.fit.fit_candidate`: ``1/(var_S + var_T)``
-    on the valid region, or its median's inverse with ``constant_variance_weighting``.
-    """
-    k = basis.shape[-1]
-    half = k // 2
-    out = []
-    for i in range(template[0].shape[0]):
-        variance = science[1][i].astype(np.float64) + template[1][i]
-        region = variance[half: variance.shape[0] - half, half: variance.shape[1] - half]
-        if constant_variance_weighting:
-            median = float(np.median(variance))
-            weights = np.full(region.shape, 1.0 / median if median > 0 else 1.0)
-        else:
-            weights = 1.0 / region
-        out.append(template_noise_matrix(template[1][i], weights, basis,
-                                         fit_background=fit_background))
-    return np.array(out)

@@ -3,7 +3,7 @@ r"""Source lists for registration: matched-filter peaks with refined, unbiased c
 :func:`find_sources` smooths the image with a Gaussian (a matched filter for a star),
 keeps the local maxima whose smoothed value stands ``threshold`` noise units above a
 coarse background, and refines each centroid with adaptive moments
-(:func:`psfmatch.detect.adaptive_moments`): the elliptical-Gaussian-weighted first moment
+(:func:`psfmatch.moments.adaptive_moments`): the elliptical-Gaussian-weighted first moment
 iterated until the weight matches the object, which is the centre of any point-symmetric
 profile whatever its width and is far less noisy than an isophotal centroid. Positions
 are parent pixels (``column + xy0[0]``, ``row + xy0[1]``).
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from psfmatch.detect import adaptive_moments
 from psfmatch.exposure import Exposure
+from psfmatch.moments import adaptive_moments
 
 __all__ = ["find_sources"]
 

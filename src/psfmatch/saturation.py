@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from psfmatch import io
 from psfmatch.exposure import Exposure
 from psfmatch.provenance import NOTE_CARDS
 
@@ -27,11 +28,6 @@ logger = logging.getLogger("psfmatch.saturation")
 
 __all__ = ["SaturationEstimate", "estimate_saturation_level", "mark_estimated_saturation",
            "saturation_mask"]
-
-#: Header cards that give a saturation level (a level from them, or from the pairs
-#: sheet, is applied by ingest's reader, :func:`psfmatch.io.open_exposure`).
-_LEVEL_CARDS = ("SATURATE", "SATURATN")
-
 
 @dataclass(frozen=True)
 class SaturationEstimate:
@@ -135,7 +131,8 @@ def mark_estimated_saturation(exposure: Exposure, *, label: str = "") -> Exposur
     nothing is flagged.
     """
     meta = exposure.metadata
-    known = NOTE_CARDS["saturation"] in meta or any(card in meta for card in _LEVEL_CARDS)
+    # a level from these cards, or from the pairs sheet, is applied by ingest's reader
+    known = NOTE_CARDS["saturation"] in meta or any(card in meta for card in io.SATURATION_CARDS)
     if known or ("SAT" in exposure.mask_planes and exposure.plane("SAT").any()):
         return exposure
     estimate = estimate_saturation_level(exposure.image, bad=exposure.mask != 0)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from psfmatch.basis import SIGMA_TO_FWHM
+from psfmatch.config.dia import FLAGGABLE_PLANES
 from psfmatch.dia import (
     FLAG_BITS,
     FLAG_DESCRIPTIONS,
@@ -128,6 +129,9 @@ def test_flag_table():
     assert max(bits) < 63
     assert set(FLAG_DESCRIPTIONS) == set(FLAG_BITS)
     assert set(DiaOptions().flag_planes) <= set(FLAG_BITS)
+    # the config module keeps its own list (importing the DIA core at parse time is
+    # avoided): it must name exactly the mask-plane flags, the bits below 16
+    assert tuple(k for k, b in FLAG_BITS.items() if b < 16) == FLAGGABLE_PLANES
     names = ["SAT", "STREAK", "EDGE"]
     assert decode_flags(flag_value(names)) == ["SAT", "EDGE", "STREAK"]
     assert decode_flags(0) == []

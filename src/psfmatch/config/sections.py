@@ -2,9 +2,10 @@
 
 ``config/config.yaml`` has, beside the ip_diffim-named ``psf_match`` block
 (:mod:`psfmatch.config.lsst`), sections of psfmatch's own options: ``warp``,
-``detection``, ``output``, ``model_psf_match`` and ``dia_sources``. Their defaults live
-here and only here; ``workflow/schemas/config.schema.yaml`` documents their types and
-ranges.
+``detection``, ``output`` and ``model_psf_match`` (``dia_sources`` is in
+:mod:`psfmatch.config.dia`, ``kernel_fit`` in :mod:`psfmatch.config.kernel_fit`). Their
+defaults live here and only here; ``workflow/schemas/config.schema.yaml`` documents their
+types and ranges.
 """
 
 from __future__ import annotations

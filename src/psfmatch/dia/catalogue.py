@@ -117,12 +117,14 @@ def _check_frame(name: str, exp: Exposure | None, difference: Exposure) -> None:
                             f"difference's grid (shape {difference.shape}, xy0 {difference.xy0})")
 
 
-def _forced(pix: PixelData | None, psfs, x, y) -> tuple[np.ndarray, np.ndarray]:
+def _forced(pix: PixelData | None, psfs: list[np.ndarray], x, y) -> tuple[np.ndarray,
+                                                                          np.ndarray]:
+    """PSF fluxes at fixed positions (``psfs[i]``: the PSF image at ``(x[i], y[i])``)."""
     n = len(x)
     flux, err = np.full(n, np.nan), np.full(n, np.nan)
     if pix is not None:
         for i in range(n):
-            flux[i], err[i] = linear_psf_flux(pix, psfs(x[i], y[i]), x[i], y[i])
+            flux[i], err[i] = linear_psf_flux(pix, psfs[i], x[i], y[i])
     return flux, err
 
 
@@ -333,8 +335,10 @@ def detect_and_measure(
     if template is not None:
         tmpl_pix = PixelData.from_exposure(template, exclude_planes=opts.exclude_planes,
                                            noise_scale=filtered.template_noise_scale)
-    sci_flux, sci_err = _forced(sci_pix, psf_at, x, y)
-    tmpl_flux, tmpl_err = _forced(tmpl_pix, psf_at, x, y)
+    psfs = [psf_at(xi, yi) for xi, yi in zip(x, y, strict=True)] \
+        if sci_pix is not None or tmpl_pix is not None else []
+    sci_flux, sci_err = _forced(sci_pix, psfs, x, y)
+    tmpl_flux, tmpl_err = _forced(tmpl_pix, psfs, x, y)
     if wcs is not None and x.size:
         ra, dec = (np.asarray(v, dtype=np.float64) for v in wcs.pixel_to_world_values(x, y))
     else:
@@ -394,7 +398,6 @@ def forced_psf_flux(
     xs = np.atleast_1d(np.asarray(x, dtype=np.float64)) - ox
     ys = np.atleast_1d(np.asarray(y, dtype=np.float64)) - oy
 
-    def psf_at(xa, ya):
-        return psf_image(psf, xa + ox, ya + oy) if hasattr(psf, "image_at") else psf0
-
-    return _forced(pix, psf_at, xs, ys)
+    psfs = [psf_image(psf, xa + ox, ya + oy) if hasattr(psf, "image_at") else psf0
+            for xa, ya in zip(xs, ys, strict=True)]
+    return _forced(pix, psfs, xs, ys)

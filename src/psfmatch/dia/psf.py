@@ -29,7 +29,7 @@ from psfmatch.basis import SIGMA_TO_FWHM
 from psfmatch.dia.filtering import robust_sigma
 from psfmatch.errors import PsfModelError
 from psfmatch.exposure import Exposure
-from psfmatch.moments import adaptive_moments
+from psfmatch.moments import adaptive_moments, moments_fwhm
 
 __all__ = ["difference_psf", "empirical_psf", "gaussian_psf_image",
            "pixel_corrected_gaussian", "psf_image", "psf_moments_fwhm", "shifted_psf"]
@@ -115,12 +115,7 @@ def psf_moments_fwhm(psf: np.ndarray) -> float:
         cov, _, ok = adaptive_moments(img[None], initial_sigma=1.5)
     if ok[0]:
         return float(SIGMA_TO_FWHM * math.sqrt(max(0.5 * (cov[0, 0] + cov[0, 1]), 0.0)))
-    ny, nx = img.shape
-    y, x = np.mgrid[0:ny, 0:nx].astype(np.float64)
-    w = img / img.sum()
-    cx, cy = (w * x).sum(), (w * y).sum()
-    var = 0.5 * ((w * (x - cx) ** 2).sum() + (w * (y - cy) ** 2).sum())
-    return float(SIGMA_TO_FWHM * math.sqrt(max(var, 0.0)))
+    return moments_fwhm(img)
 
 
 def _frequencies(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

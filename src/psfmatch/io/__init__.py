@@ -33,6 +33,7 @@ from typing import Any
 #: the PSFEx reader at start-up.
 _WHERE = {
     "DECAM_CP_MASK_VALUES": "_raw",
+    "SATURATION_CARDS": "_raw",
     "ZTF_MASK_BITS": "_raw",
     "read_json": "documents",
     "read_yaml": "documents",
@@ -67,6 +68,7 @@ _WHERE = {
 __all__ = [
     "DECAM_CP_MASK_VALUES",
     "MASK_CONVENTIONS",
+    "SATURATION_CARDS",
     "ZTF_MASK_BITS",
     "TableData",
     "has_psf_hdu",

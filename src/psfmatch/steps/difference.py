@@ -126,9 +126,8 @@ class _Bands:
                       "rename": sub.rename_template_mask}
         self.norm = None
         if self.convolve_science:
-            x0, y0 = science.xy0
-            ny, nx = science.shape
-            self.norm = kernel.sum_at(0.5 * (2 * x0 + nx - 1), 0.5 * (2 * y0 + ny - 1))
+            (x0, y0), (ny, nx) = science.xy0, science.shape  # a row reader: no bbox
+            self.norm = kernel.sum_at_centre_of((x0, y0, x0 + nx - 1, y0 + ny - 1))
             if not (math.isfinite(self.norm) and self.norm > 0):
                 msg = f"kernel sum at the science centre must be > 0, got {self.norm!r}"
                 raise ValueError(msg)

@@ -29,18 +29,14 @@ from psfmatch.decorrelate_bands import BandWhitener, finite_mean
 from psfmatch.decorrelation import IGNORE_MASK_PLANES, finish_record, whitening_plan
 from psfmatch.diagnostics import normalised_residual, residual_summary
 from psfmatch.modes import CONVOLVE_SCIENCE, CONVOLVE_TEMPLATE
-from psfmatch.scale_variance import (
-    VarianceScale,
-    background_image,
-    mark_detected,
-    variance_scale_factor,
-)
+from psfmatch.scale_variance import VarianceScale
 from psfmatch.steps.fields import StepConfig
 from psfmatch.steps.finalize_whole import (
     FILTER_EXCLUDED_PLANES,
-    _fwhm,
     decorrelate_whole,
     depths,
+    flag_sources_and_scale,
+    mean_axis_fwhm,
     mode_metrics,
     rescaled_raw_variance,
     zero_point,
@@ -72,19 +68,8 @@ def _measure(path: str, role: str, fwhm: float, sub: Any, label: str) -> _Input:
     """Sources flagged, the variance factor and the mean variances of one input image."""
     from psfmatch.decorrelation import mean_variance
 
-    exposure = io.read_exposure(path)
-    background = background_image(exposure)  # used twice
-    marked, n = mark_detected(exposure, psf_fwhm=fwhm, background=background)
-    if n:
-        logger.info("%s: %d %s pixels flagged DETECTED for the variance statistics", label, n,
-                    role)
-    del exposure
-    scale = VarianceScale(1.0, "off", 0)
-    if sub.do_scale_variance:
-        scale = variance_scale_factor(
-            marked, mask_planes=sub.scale_variance.mask_planes, limit=sub.scale_variance.limit,
-            label=f"{label} {role}", background=background)
-    del background
+    marked, scale = flag_sources_and_scale(io.read_exposure(path), role=role, fwhm=fwhm, sub=sub,
+                                           label=label)
     scaled = marked.with_(variance=(marked.variance * scale.factor).astype(np.float32))
     fill = finite_mean(scaled.variance[np.isfinite(scaled.variance)])
     ignored = tuple(sub.decorrelate.ignore_mask_planes)
@@ -144,8 +129,8 @@ def decorrelate(
     final_psf, final_stats, n_flagged, variance_final = _whiten_bands(
         args, mode, kernel, inputs, sub, diff, info, psf_in, unconvolved, convolved)
     psf_out = np.asarray(final_psf, dtype=np.float64) / float(np.sum(final_psf))
-    info["psf_fwhm_before"] = _fwhm(psf_in)
-    info["psf_fwhm_after"] = _fwhm(psf_out)
+    info["psf_fwhm_before"] = mean_axis_fwhm(psf_in)
+    info["psf_fwhm_after"] = mean_axis_fwhm(psf_out)
     if info["applied"]:
         info["pixels_not_filtered"] = {"planes": list(FILTER_EXCLUDED_PLANES), "n": n_flagged}
     logger.info("%s: %s; D/sigma clipped std %.4f (raw %.4f)", label,
@@ -191,7 +176,7 @@ def _whiten_bands(args: dict[str, Any], mode: Mapping[str, Any], kernel: Any,
         bbox = (x0, y0, x0 + nx - 1, y0 + ny - 1)
         norm = None
         if mode["mode"] == CONVOLVE_SCIENCE:
-            norm = float(kernel.sum_at(0.5 * (bbox[0] + bbox[2]), 0.5 * (bbox[1] + bbox[3])))
+            norm = kernel.sum_at_centre_of(bbox)
         whitener, psf_out = None, psf_in
         if sub.do_decorrelation:
             plan = whitening_plan(bbox, kernel_at=kernel.image_at, mode=mode["mode"], grid=grid,
@@ -226,9 +211,15 @@ def _whiten_bands(args: dict[str, Any], mode: Mapping[str, Any], kernel: Any,
         for start, stop in band_ranges(ny, BAND_ROWS):
             lo, hi = whitener.rows_needed(start, stop) if whitener else (start, stop)
             rows = raw.rows(lo, hi)
-            known = (planes["template"].rows(start, stop).variance / norm**2
-                     if norm is not None else planes["science"].rows(start, stop).variance)
             core = slice(start - lo, stop - lo)
+            # each input band is read once: the whitener needs both (with its halo), the
+            # variance rescaling the one whose variance the raw difference carries
+            known_role = "template" if norm is not None else "science"
+            read = {role: planes[role].rows(lo, hi)
+                    for role in (planes if whitener is not None else (known_role,))}
+            known = read[known_role].variance[core]
+            if norm is not None:
+                known = known / norm**2
             band = rows.with_(image=rows.image[core], mask=rows.mask[core],
                               variance=rows.variance[core], xy0=(x0, y0 + start))
             band = rescaled_raw_variance(band, known,
@@ -237,8 +228,8 @@ def _whiten_bands(args: dict[str, Any], mode: Mapping[str, Any], kernel: Any,
             if whitener is not None:
                 flagged = (rows.mask & rows.plane_bitmask(FILTER_EXCLUDED_PLANES)) != 0
                 filtered = np.where(flagged, np.nan, rows.image).astype(np.float32)
-                variances = {role: (planes[role].rows(lo, hi).variance * f[role]
-                                    ).astype(np.float32) for role in planes}
+                variances = {role: (read[role].variance * f[role]).astype(np.float32)
+                             for role in planes}
                 image, variance = whitener.whiten(
                     image=filtered, unconvolved=variances[unconvolved],
                     convolved=variances[convolved], difference_variance=band.variance,

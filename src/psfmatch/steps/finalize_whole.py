@@ -29,8 +29,8 @@ from psfmatch.scale_variance import (
 from psfmatch.steps.fields import StepConfig
 from psfmatch.steps.subtraction import psf_image, psf_image_at, read_mode
 
-__all__ = ["FILTER_EXCLUDED_PLANES", "decorrelate_whole", "depths", "mode_metrics",
-           "rescaled_raw_variance", "zero_point"]
+__all__ = ["FILTER_EXCLUDED_PLANES", "decorrelate_whole", "depths", "flag_sources_and_scale",
+           "mean_axis_fwhm", "mode_metrics", "rescaled_raw_variance", "zero_point"]
 
 logger = logging.getLogger("psfmatch.steps")
 
@@ -68,11 +68,32 @@ def zero_point(diff: Any, metadata: Mapping[str, Any], label: str) -> float | No
         return None
 
 
-def _fwhm(psf: np.ndarray | None) -> float | None:
+def mean_axis_fwhm(psf: np.ndarray | None) -> float | None:
+    """RMS of the two axis FWHMs of a PSF image (:func:`psfmatch.modes.psf_axis_fwhm`)."""
     if psf is None:
         return None
     fx, fy = psf_axis_fwhm(psf)
     return float(math.sqrt(0.5 * (fx * fx + fy * fy)))
+
+
+def flag_sources_and_scale(exposure: Exposure, *, role: str, fwhm: float, sub: Any,
+                           label: str) -> tuple[Exposure, VarianceScale]:
+    """``DETECTED`` flagged where the inputs do not say where sources are, and the
+    variance factor (``doScaleVariance``; 1 when off), both over one background.
+
+    Returns the flagged exposure (image and variance unchanged) and the factor.
+    """
+    background = background_image(exposure)  # one background per image, used twice
+    marked, n = mark_detected(exposure, psf_fwhm=fwhm, background=background)
+    del exposure  # the caller may pass its only reference: the old mask can go
+    if n:
+        logger.info("%s: %d %s pixels flagged DETECTED for the variance statistics", label, n,
+                    role)
+    if not sub.do_scale_variance:
+        return marked, VarianceScale(1.0, "off", 0)
+    return marked, variance_scale_factor(
+        marked, mask_planes=sub.scale_variance.mask_planes, limit=sub.scale_variance.limit,
+        label=f"{label} {role}", background=background)
 
 
 def decorrelate_whole(
@@ -142,20 +163,12 @@ def decorrelate_whole(
 
     # sources flagged DETECTED (if the inputs do not say where they are) for the
     # statistics below; the images themselves are not changed
-    marked, backgrounds = {}, {}
-    for role, exp in (("template", template), ("science", science)):
-        backgrounds[role] = background_image(exp)  # one background per image, used twice
-        marked[role], n = mark_detected(exp, psf_fwhm=fwhm[role], background=backgrounds[role])
-        if n:
-            logger.info("%s: %d %s pixels flagged DETECTED for the variance statistics", label,
-                        n, role)
-    template, science = marked["template"], marked["science"]
-    scales = {"template": VarianceScale(1.0, "off", 0), "science": VarianceScale(1.0, "off", 0)}
+    template, scale_t = flag_sources_and_scale(template, role="template", fwhm=fwhm["template"],
+                                               sub=sub, label=label)
+    science, scale_s = flag_sources_and_scale(science, role="science", fwhm=fwhm["science"],
+                                              sub=sub, label=label)
+    scales = {"template": scale_t, "science": scale_s}
     if sub.do_scale_variance:
-        for role, exp in (("template", template), ("science", science)):
-            scales[role] = variance_scale_factor(
-                exp, mask_planes=sub.scale_variance.mask_planes, limit=sub.scale_variance.limit,
-                label=f"{label} {role}", background=backgrounds[role])
         logger.info("%s: variance scale factors template %.4f (%s), science %.4f (%s)", label,
                     scales["template"].factor, scales["template"].method,
                     scales["science"].factor, scales["science"].method)
@@ -163,8 +176,7 @@ def decorrelate_whole(
     template_s = template.with_(variance=(template.variance * f_t).astype(np.float32))
     science_s = science.with_(variance=(science.variance * f_s).astype(np.float32))
     if mode["mode"] == CONVOLVE_SCIENCE:
-        x0, y0, x1, y1 = raw.bbox
-        norm = float(kernel.sum_at(0.5 * (x0 + x1), 0.5 * (y0 + y1)))
+        norm = kernel.sum_at_centre_of(raw.bbox)
         raw_s = rescaled_raw_variance(raw, template.variance / norm**2, f_t, f_s)
     else:
         raw_s = rescaled_raw_variance(raw, subtracted.variance, f_s, f_t)
@@ -208,8 +220,8 @@ def decorrelate_whole(
         else:
             logger.warning("%s: decorrelation skipped: %s", label, result.info["skipped"])
     psf_out = np.asarray(psf_out, dtype=np.float64) / float(np.sum(psf_out))
-    info["psf_fwhm_before"] = _fwhm(psf_in)
-    info["psf_fwhm_after"] = _fwhm(psf_out) if not preconvolved else None
+    info["psf_fwhm_before"] = mean_axis_fwhm(psf_in)
+    info["psf_fwhm_after"] = mean_axis_fwhm(psf_out) if not preconvolved else None
     stats = residual_statistics(final)
     logger.info("%s: %s; D/sigma clipped std %.4f (raw %.4f)", label,
                 "decorrelated" if info["applied"] else "not decorrelated",

@@ -154,7 +154,7 @@ def fit_spatial_model(
                       "significance": {str(k): v for k, v in choice.significance.items()}}
             logger.info("%s: spatial kernel order %d by cross-validation over %s (scores %s)",
                         label, choice.order, list(orders), choice.scores)
-            if choice.order == orders[-1] and len(orders) > 1:
+            if choice.order == orders[-1]:
                 logger.warning("%s: cross-validation chose the highest order allowed "
                                "(kernel_fit.max_spatial_order %d): the kernel may vary faster",
                                label, orders[-1])
