@@ -213,6 +213,7 @@ fi
 
 # ---------------------------------------------------------------- overhead
 python - "$WORK" "$n_grouped" "${n_ungrouped:-0}" <<'EOF'
+import subprocess
 import sys
 from pathlib import Path
 work, n_grouped, n_ungrouped = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -224,5 +225,28 @@ print(f"  SLURM grouped:   {t['grouped'] / pairs:.1f} s/pair, {n_grouped} sbatch
 if "ungrouped" in t:
     print(f"  SLURM ungrouped: {t['ungrouped'] / pairs:.1f} s/pair, {n_ungrouped} sbatch jobs, "
           f"+{(t['ungrouped'] - t['local']) / pairs:.1f} s/pair over local")
+# Where a group job's time goes: its wall (squeue) against the sum of its steps' own
+# walls (Snakemake benchmark files); the rest is starting each step (srun + a Snakemake).
+steps = {}
+for tsv in (work / "grouped" / "benchmarks").rglob("*.tsv"):
+    pair = tsv.stem.split(".")[0]
+    seconds = float(tsv.read_text().splitlines()[1].split("\t")[0])
+    total, count = steps.get(pair, (0.0, 0))
+    steps[pair] = (total + seconds, count + 1)
+walls = []
+for line in subprocess.run(["squeue", "--states=all", "--noheader", "--format=%M %k"],
+                           capture_output=True, text=True).stdout.splitlines():
+    elapsed, name = line.split(None, 1)
+    if name.startswith("rule_pair"):
+        walls.append(sum(int(v) * 60**i for i, v in enumerate(reversed(elapsed.split(":")))))
+pair_names = [row.split("\t")[0] for row in
+              (work / "grouped" / "config" / "pairs.tsv").read_text().splitlines()[1:]]
+pair_steps = [steps[name] for name in pair_names if name in steps]
+if walls and pair_steps:
+    wall = sum(walls) / len(walls)
+    own = sum(s for s, _ in pair_steps) / len(pair_steps)
+    n = sum(c for _, c in pair_steps) / len(pair_steps)
+    print(f"  a pair's group job: {wall:.0f} s, its {n:.0f} steps' own walls {own:.1f} s: "
+          f"{(wall - own) / n:.1f} s per step to start it inside the job")
 EOF
 phase "PASS: products of the SLURM run(s) equal the local run's"

@@ -24,6 +24,9 @@ in :data:`LIGHT_STEPS` must not load astropy, scipy, photutils or matplotlib (th
 start-up is most of a small job's cost); ``python -X importtime`` of each step module
 is printed beside. Exit status 1 if the check fails.
 
+One Snakemake start on each finished pair (``snakemake -n``, median of 5): the cost a SLURM
+group job pays once per step (``.ci/slurm-check.sh`` prints what it adds per step).
+
 Fidelity (the issue's figures): kernel sum against the truth, relative L1 error of the
 kernel image against the truth kernel (centre and worst corner), and std(D/σ) on star
 pixels of the raw difference, of HOTPANTS's difference and of the oracle
@@ -39,6 +42,7 @@ import csv
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -139,6 +143,16 @@ def import_times() -> dict[str, float]:
     return out
 
 
+def snakemake_start(work: Path, runs: int = 5) -> dict[str, float]:
+    """One Snakemake start on a finished pair (parse the workflow, build the DAG, ``-n``):
+    the median of ``runs``. Inside a SLURM group job every step pays it once."""
+    cmd = [sys.executable, "-m", "snakemake", "results/bench/difference.fits",
+           "--snakefile", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "1",
+           "-n", "--quiet", "rules"]
+    samples = [timed(cmd, work / f"start{i}.time") for i in range(runs)]
+    return {key: statistics.median(s[key] for s in samples) for key in samples[0]}
+
+
 def run_size(root: Path, size: int, cores: int, hotpants: str | None) -> dict[str, object]:
     work = workdir(root, size)
     base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
@@ -172,6 +186,7 @@ def run_size(root: Path, size: int, cores: int, hotpants: str | None) -> dict[st
             "-iu", "79000", "-tl", "1", "-il", "1", "-tuk", "79000", "-iuk", "79000",
             "-v", "0"], work / "hotpants.time")
     result["fidelity"] = fidelity(work, work / "hp" / "diff.fits" if hotpants else None)
+    result["snakemake_start"] = snakemake_start(work)
     return result
 
 
@@ -217,6 +232,11 @@ def report(results: list[dict], imports: dict[str, float], hotpants: str | None)
             extra = [m for m in row["heavy"] if m not in LIGHT_STEPS.get(row["step"], HEAVY)]
             if extra:
                 failures.append(f"{r['size']}² {row['job']} loaded {extra}")
+    print("\n## One Snakemake start (parse + DAG of the finished pair, `-n`, median of 5)\n")
+    for r in results:
+        s = r["snakemake_start"]
+        print(f"{r['size']}²: {s['wall_s']:.2f} s wall, {s['cpu_s']:.2f} s CPU, "
+              f"{s['peak_mib']:.0f} MiB (a SLURM group job pays it once per step)")
     print("\n## Import cost of each step module (python -X importtime, cumulative)\n")
     for module, seconds in imports.items():
         print(f"{module:<34}{seconds:>7.3f} s")
