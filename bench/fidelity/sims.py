@@ -47,8 +47,10 @@ runs = {
     "df_abs3e4": ({**DF, "lambdaValue": 3e4}, IP),
     "df_upre_cand": (RISK, IP),
     "dfv_upre_cand": ({**RISK, "constantVarianceWeighting": False}, IP),
-    # ... and the shipped default, the pooled fit
+    # ... and the shipped default, the pooled fit (band-limited prior), and with
+    # the roughness prior instead
     "df_pooled": ({**DF, **UNC}, {}),
+    "df_pooled_fd": ({**DF, **UNC}, {"df_prior": "finite_difference"}),
 }
 if SIM == "jump":
     runs["al"] = ({"nStarPerCell": -1, "detectionConfig": {"fpGrowKernelScaling": 1.5}, "singleKernelClipping": False, "spatialKernelClipping": False, "kernelSumClipping": False}, {})

@@ -7,8 +7,9 @@ weights; one λ shared by the candidates before the PCA is 1.14× on the demo. T
 default (``kernel_fit.df_spatial_fit: pooled``) fits the spatial DF model to all
 candidates at once, penalised for roughness averaged over their positions, with one λ
 minimising the unbiased predictive risk of that pooled system on a scan relative to
-tr M / tr H, the kernel sum held constant over the field, the penalty projected off a
-first-pass kernel's shape, and inverse-variance weights (docs/fitting.md#beyond-ip_diffim).
+tr M / tr H, the kernel sum held constant over the field, a band-limited prior of the
+kernel's own measured width projected off a first-pass kernel's shape, and
+inverse-variance weights (docs/fitting.md#beyond-ip_diffim).
 The only overrides here are ``kernelBasisSet`` and, for the jump pair, the sizes that
 test_df_recovery.py uses (no λ).
 """
@@ -61,8 +62,8 @@ def test_tracking_jump_at_the_oracle_without_tuning(jump):
     print({k: v for k, v in result.items() if k != "kernel"}, metrics["regularization"])
     spatial = metrics["regularization"]["spatial"]
     assert metrics["basis"]["type"] == "delta-function"  # no PCA
-    assert not spatial["at_scan_edge"]  # λ chosen inside the scan, 0.15 × tr M / tr H
-    # measured 0.9994 (λ 0.2: 1.92; per-candidate risk λ: 1.30); the ratio of a correct
+    assert not spatial["at_scan_edge"]  # λ inside the scan: 1e-4 × tr M / tr H
+    # measured 0.9997 (λ 0.2: 1.92; per-candidate risk λ: 1.30); the ratio of a correct
     # kernel scatters by < 0.3 % on these ~10⁵ star pixels
     assert result["oracle_ratio"] <= 1.03
     # measured +0.03 %; the fit's own 1σ is 0.01 %
@@ -71,20 +72,22 @@ def test_tracking_jump_at_the_oracle_without_tuning(jump):
     assert result["det5_fit"] <= result["det5_true"] + 3
 
 
-def test_tracking_jump_kernel_l1_guard(jump):
-    """Regression guard at the measured level: L1 6.7 % (centre), 7.7 % (worst corner)."""
-    result, truth, _ = jump
-    for x, y in CORNERS_768:
-        assert relative_l1(result["kernel"], truth.kernel, x, y) < 0.10
-
-
-@pytest.mark.xfail(strict=True, reason="kernel L1 6.7 % (centre) / 7.7 % (corner) with the "
-                   "risk-chosen λ: noise of the first-pass kernel in 289 free pixels "
-                   "(docs/fitting.md#pooled-df-fit); the 5 % goal is not met")
 def test_tracking_jump_kernel_l1_within_5_percent(jump):
-    result, truth, _ = jump
-    for x, y in CORNERS_768:
-        assert relative_l1(result["kernel"], truth.kernel, x, y) <= 0.05
+    """The kernel itself, not only the difference, is right to 5 % (relative L1).
+
+    With the roughness penalty projected off a first-pass shape the kernel's L1 error
+    was 6.7 % (centre) / 7.7 % (worst corner): noise at frequencies the template's PSF
+    hides from the data, kept by the shape projection. The band-limited prior (the
+    default ``kernel_fit.df_prior``) damps those: measured 2.3, 3.0, 2.2, 2.5, 2.0 % at
+    the centre and the four positions 100 px in. The statistical part of the error is
+    ~0.3 % here (the fit's covariance), so 5 % leaves room for a different noise draw,
+    not for a return of the roughness prior's 6.7 %.
+    """
+    result, truth, metrics = jump
+    assert metrics["regularization"]["spatial"]["prior"] == "band_limited"
+    l1 = [relative_l1(result["kernel"], truth.kernel, x, y) for x, y in CORNERS_768]
+    print("L1 at", CORNERS_768, l1)
+    assert max(l1) <= 0.05
 
 
 def test_demo_pair_at_the_oracle_without_tuning(tmp_path):
@@ -92,9 +95,10 @@ def test_demo_pair_at_the_oracle_without_tuning(tmp_path):
     accuracy = metrics["kernel_accuracy"]
     sigma = accuracy["positions"]["centre"]["kernel_sum_sigma"] / truth.photometric_scale
     print({k: v for k, v in result.items() if k != "kernel"}, sigma)
-    # measured 1.0047 (λ 0.2: 1.56; per-candidate risk λ 1.02; common λ before PCA 1.14)
+    # measured 1.0052 (λ 0.2: 1.56; per-candidate risk λ 1.02; common λ before PCA 1.14)
     assert result["oracle_ratio"] <= 1.03
     # the demo's 41 candidates are faint: the kernel sum is noise-limited (σ 0.28 %),
-    # measured −0.50 %, so the 0.2 % goal is not reachable here (AL's σ is 0.13 %)
+    # measured −0.52 %, so the 0.2 % goal is not reachable here (AL's σ is 0.13 %; over
+    # five seeds both bases scatter by 0.5–1 %: docs/fitting.md#pooled-df-fit)
     assert abs(result["kernel_sum_error"]) < 3 * sigma
     assert accuracy["covariance"] == "lower bound"  # regularized: the bias is not in it

@@ -28,10 +28,13 @@ from psfmatch.config.lsst import DF
 from psfmatch.config.sections import _Section
 from psfmatch.errors import ConfigError
 
-__all__ = ["DF_SPATIAL_FITS", "SPATIAL_ORDER_MODES", "KernelFitOptions", "check_kernel_fit"]
+__all__ = ["DF_PRIORS", "DF_SPATIAL_FITS", "SPATIAL_ORDER_MODES", "KernelFitOptions",
+           "check_kernel_fit"]
 
 #: Values of :attr:`KernelFitOptions.df_spatial_fit`.
 DF_SPATIAL_FITS = ("pooled", "ip_diffim")
+#: Values of :attr:`KernelFitOptions.df_prior`.
+DF_PRIORS = ("band_limited", "finite_difference")
 #: Values of :attr:`KernelFitOptions.spatial_order`.
 SPATIAL_ORDER_MODES = ("configured", "cross_validated")
 
@@ -59,6 +62,14 @@ class KernelFitOptions(_Section):
         (so it does not depend on the images' flux units).
     df_lambda_step : float
         Step of that scan (dex); the minimum is refined by a parabola.
+    df_prior : {"band_limited", "finite_difference"}
+        The ``pooled`` fit's prior on the kernel. ``finite_difference``: ip_diffim's
+        roughness penalty (``regularizationType`` …) projected off a first-pass kernel's
+        shape. ``band_limited`` (default): a first pass with that penalty measures the
+        kernel's width σ (adaptive moments); the kernel is then refitted as a sum of
+        Gaussians of σ, one per pixel, with a ridge on their amplitudes (prior spectrum
+        :math:`\\exp(-\\sigma^2 k^2)`, :func:`psfmatch.pooled_fit.fit_pooled_band_limited`),
+        so the frequencies the template's PSF hides from the data are damped.
     spatial_order : {"configured", "cross_validated"}
         ``configured``: ``psf_match.spatialKernelOrder`` as given. ``cross_validated``:
         the order with the lowest two-fold (checkerboard) prediction error over the
@@ -79,6 +90,7 @@ class KernelFitOptions(_Section):
     df_spatial_fit: str = "pooled"
     df_lambda_range: tuple[float, ...] = (-8.0, 3.0)
     df_lambda_step: float = 0.05
+    df_prior: str = "band_limited"
     spatial_order: str = "cross_validated"
     max_spatial_order: int = 4
     estimate_saturation: bool = True
@@ -89,6 +101,8 @@ class KernelFitOptions(_Section):
 
         if self.df_spatial_fit not in DF_SPATIAL_FITS:
             bad("df_spatial_fit", f"use one of {list(DF_SPATIAL_FITS)}")
+        if self.df_prior not in DF_PRIORS:
+            bad("df_prior", f"use one of {list(DF_PRIORS)}")
         if self.spatial_order not in SPATIAL_ORDER_MODES:
             bad("spatial_order", f"use one of {list(SPATIAL_ORDER_MODES)}")
         if len(self.df_lambda_range) != 2 or not self.df_lambda_range[0] < self.df_lambda_range[1]:

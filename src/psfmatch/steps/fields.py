@@ -93,7 +93,7 @@ _SINGLE_FIT = _RESIDUALS + _pm(
 )
 #: Our own DF options (``kernel_fit``), read by the DF fits whichever spatial fit is chosen.
 _KERNEL_FIT_DF = ("kernel_fit.df_spatial_fit", "kernel_fit.df_lambda_range",
-                  "kernel_fit.df_lambda_step")
+                  "kernel_fit.df_lambda_step", "kernel_fit.df_prior")
 
 #: Step -> the config paths it reads (see the module docstring).
 STEP_READS: dict[str, StepReads] = {

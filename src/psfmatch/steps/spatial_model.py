@@ -26,7 +26,11 @@ from psfmatch.candidates import FitOptions
 from psfmatch.config import DF
 from psfmatch.errors import PsfMatchError
 from psfmatch.lambda_choice import RelativeRiskRule
-from psfmatch.pooled_fit import fit_pooled_regularized
+from psfmatch.pooled_fit import (
+    BAND_LIMITED_SCAN_EXTENSION,
+    fit_pooled_band_limited,
+    fit_pooled_regularized,
+)
 from psfmatch.regularization import regularization_matrix
 from psfmatch.spatial import (
     MAX_GEOMETRIC_CONDITION,
@@ -187,13 +191,22 @@ def _orders_to_search(centres, kernel_function: SpatialFunction, kernel_fit: Any
     return tuple(orders)
 
 
+def _scan(kernel_fit: Any, *, band_limited: bool) -> list[float]:
+    """The pooled fit's λ scan (dex relative), extended below for the band-limited passes."""
+    low, high = (float(v) for v in kernel_fit.df_lambda_range)
+    return [low - BAND_LIMITED_SCAN_EXTENSION if band_limited else low, high]
+
+
 def _pooled(centres, matrices, vectors, *, n_basis, kernel_function, background_function,
             pm, kernel_fit, kernel_size) -> SpatialModel:
     """Pooled regularized DF fit, lowering both orders while the positions are too few."""
     h = regularization_from_config(pm, kernel_size, fit_background=False)
 
+    fit = (fit_pooled_band_limited if kernel_fit.df_prior == "band_limited"
+           else fit_pooled_regularized)
+
     def solve(kf: SpatialFunction, bf: SpatialFunction | None) -> tuple[Any, dict]:
-        result = fit_pooled_regularized(
+        result = fit(
             centres, np.asarray(matrices), np.asarray(vectors), h, n_basis=n_basis,
             kernel_function=kf, background_function=bf,
             log_span=tuple(kernel_fit.df_lambda_range), step=kernel_fit.df_lambda_step,
@@ -205,8 +218,13 @@ def _pooled(centres, matrices, vectors, *, n_basis, kernel_function, background_
         pooled = {**choice, "value": result.regularization_lambda,
                   "pilot_lambda": result.pilot_lambda,
                   "pilot_relative": None if pilot is None else pilot.relative,
-                  "scan_relative": list(kernel_fit.df_lambda_range),
-                  "constant_sum": True, "shape_prior": True}
+                  "scan_relative": _scan(kernel_fit, band_limited=bool(result.prior_width)),
+                  "constant_sum": True, "shape_prior": True,
+                  "prior": "band_limited" if result.prior_width else "finite_difference",
+                  "prior_width_px": result.prior_width}
+        if result.prior_note:
+            pooled["prior_note"] = result.prior_note
+            logger.warning("%s", result.prior_note)
         # widen the scan: an end of the first pass, or the lower end of the
         # second (its upper end means "the pilot's shape, scaled")
         pooled["scan_too_narrow"] = bool(
