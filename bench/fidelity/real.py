@@ -53,6 +53,7 @@ RUNS = {
     "al_all": ({"nStarPerCell": -1}, {}),
     "al_pix": ({"constantVarianceWeighting": False}, {}),
     "df_pooled": ({"kernelBasisSet": "delta-function"}, {}),
+    "df_pooled_fd": ({"kernelBasisSet": "delta-function"}, {"df_prior": "finite_difference"}),
     "df_pooled_all": ({"kernelBasisSet": "delta-function", "nStarPerCell": -1}, {}),
 }
 
