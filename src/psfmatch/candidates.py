@@ -17,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from psfmatch.fit import CandidateFitError, candidate_residuals, difference_stamp, fit_candidate
+from psfmatch.fit import (
+    CandidateFitError,
+    candidate_residuals,
+    difference_stamp,
+    fit_candidate,
+    usable_fit_pixels,
+)
 from psfmatch.kernel import SpatialKernel
 from psfmatch.regularization import LambdaRule
 from psfmatch.stats import clipped_mean_std, residual_stats
@@ -30,6 +36,7 @@ __all__ = [
     "active_set",
     "assess_spatial",
     "clip_kernel_sums",
+    "fill_flagged_template",
     "fit_single_kernels",
     "kernel_sum_reasons",
     "reject",
@@ -103,6 +110,9 @@ class FitOptions:
 
     ``regularization`` (the matrix ``H``) and ``regularization_lambda`` (a value or a
     :class:`~psfmatch.regularization.LambdaRule`) apply to delta-function fits only.
+    ``excluded_bits``: mask bits of science pixels left out of the fit
+    (:func:`psfmatch.fit.usable_fit_pixels`; the template's are filled beforehand by
+    :func:`fill_flagged_template`); 0 uses every pixel, as ip_diffim does.
     """
 
     fit_background: bool
@@ -114,6 +124,7 @@ class FitOptions:
     residuals: ResidualLimits
     regularization: np.ndarray | None = None
     regularization_lambda: float | LambdaRule = 0.0
+    excluded_bits: int = 0
 
     @classmethod
     def from_config(
@@ -184,6 +195,7 @@ def fit_single_kernels(
         t_stamp = (template[0][i], template[1][i], template[2][i])
         s_stamp = (science[0][i], science[1][i], science[2][i])
         weights = s_stamp[1].astype(np.float64) + t_stamp[1]
+        usable = usable_fit_pixels(s_stamp[2], o.excluded_bits, k) if o.excluded_bits else None
         try:
             sol = fit_candidate(
                 t_stamp[0], s_stamp[0], weights, basis,
@@ -192,6 +204,7 @@ def fit_single_kernels(
                 regularization=o.regularization,
                 regularization_lambda=o.regularization_lambda,
                 condition_number_type=o.condition_number_type,
+                usable=usable,
             )
             if o.check_condition_number and sol.condition_number > o.max_condition_number:
                 out["condition_number"][i] = sol.condition_number
@@ -210,6 +223,7 @@ def fit_single_kernels(
                     regularization=o.regularization,
                     regularization_lambda=o.regularization_lambda,
                     condition_number_type=o.condition_number_type,
+                    usable=usable,
                 )
         except CandidateFitError as err:
             out["reason"][i] = f"fit failed: {err}"
@@ -231,6 +245,29 @@ def fit_single_kernels(
         out["reason"][i] = reason
         out["good"][i] = reason == ""
     return SingleFits(**out)
+
+
+def fill_flagged_template(template: Stamps, bits: int) -> Stamps:
+    """The template stamps with pixels flagged by ``bits`` replaced by their stamp's median.
+
+    A flagged template pixel (an uninterpolated cosmic ray, a bad column) would be
+    convolved into every model pixel whose kernel window holds it, and leaving all those
+    out removes most of a bright star's stamp for a 21² kernel; its true value is
+    unknown, and the median of the stamp's unflagged pixels (its sky) is the value that
+    disturbs the model least. Image: flagged pixels filled; variance and mask: unchanged
+    (the mask still says which pixels were filled). ``bits == 0``: the stamps as given.
+    """
+    if not bits:
+        return template
+    image, variance, mask = template
+    flagged = (np.asarray(mask).astype(np.int64) & bits) != 0
+    if not flagged.any():
+        return template
+    filled = np.array(image, dtype=np.float64, copy=True)
+    for i in np.flatnonzero(flagged.any(axis=(1, 2))):
+        clean = filled[i][~flagged[i]]
+        filled[i][flagged[i]] = float(np.median(clean)) if clean.size else 0.0
+    return filled.astype(np.asarray(image).dtype, copy=False), variance, mask
 
 
 def _residual_columns(n: int) -> dict[str, np.ndarray]:

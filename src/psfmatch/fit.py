@@ -33,6 +33,7 @@ __all__ = [
     "difference_stamp",
     "fit_candidate",
     "solve_normal_equations",
+    "usable_fit_pixels",
 ]
 
 
@@ -168,6 +169,19 @@ def solve_normal_equations(
     return vectors @ (inverse * (vectors.T @ vector))
 
 
+def usable_fit_pixels(science_mask: np.ndarray, bits: int, kernel_size: int) -> np.ndarray:
+    """Fit-region pixels of a science stamp free of the mask ``bits`` (bool, raveled).
+
+    Shape: the fit region of :func:`candidate_system` (the stamp less the kernel
+    half-width on each side). Flagged *template* pixels are not handled here: they
+    would spoil every model pixel whose kernel window holds them, so they are filled
+    before the fit instead (:func:`psfmatch.candidates.fill_flagged_template`).
+    """
+    half = int(kernel_size) // 2
+    bad = (np.asarray(science_mask).astype(np.int64) & bits) != 0
+    return ~bad[half : bad.shape[0] - half, half : bad.shape[1] - half].ravel()
+
+
 def candidate_system(
     template: np.ndarray,
     science: np.ndarray,
@@ -176,25 +190,29 @@ def candidate_system(
     *,
     fit_background: bool,
     constant_variance_weighting: bool = True,
+    usable: np.ndarray | None = None,
 ) -> CandidateSystem:
     """Unregularized normal equations of one candidate (docs/fitting.md#candidate-fit).
 
     Parameters
     ----------
     template, science, variance : ndarray, shape (H, W)
-        Stamps (image planes and ``var_S + var_T``); masks are not consulted.
+        Stamps (image planes and ``var_S + var_T``); masks only through ``usable``.
     basis : ndarray, shape (n_basis, k, k)
     fit_background : bool
         Append a constant-background column.
     constant_variance_weighting : bool
         Weight every pixel by ``1 / median(variance)`` (1 if that median is ≤ 0) instead
         of ``1 / variance``.
+    usable : ndarray of bool, optional
+        Fit-region pixels to use (:func:`usable_fit_pixels`); the others are left out of
+        the normal equations (the median of constant weighting is still the stamp's).
 
     Raises
     ------
     CandidateFitError
-        Negative or zero variance in the fit region (inverse-variance weights), or
-        non-finite stamp pixels.
+        Negative or zero variance in the fit region (inverse-variance weights),
+        non-finite stamp pixels, or fewer usable pixels than unknowns.
     """
     k = basis.shape[-1]
     half = k // 2
@@ -207,6 +225,15 @@ def candidate_system(
         v_fit = np.full(s.shape, median if median > 0 else 1.0)
     else:
         v_fit = v[fit_region].ravel()
+    n_unknowns = columns.shape[1] + (1 if fit_background else 0)
+    if usable is not None:
+        keep = np.asarray(usable, dtype=bool)
+        if int(keep.sum()) < n_unknowns:
+            msg = (f"{int(keep.sum())} usable pixels in the fit region (masked planes "
+                   f"excluded) for {n_unknowns} unknowns")
+            raise CandidateFitError(msg)
+        columns, s, v_fit = columns[keep], s[keep], v_fit[keep]
+    if not constant_variance_weighting:
         if np.nanmin(v_fit) < 0:
             msg = "variance less than 0 in the candidate's fit region"
             raise CandidateFitError(msg)
@@ -235,13 +262,14 @@ def fit_candidate(
     regularization: np.ndarray | None = None,
     regularization_lambda: float | LambdaRule = 0.0,
     condition_number_type: str = "EIGENVALUE",
+    usable: np.ndarray | None = None,
 ) -> CandidateSolution:
     """Weighted least-squares kernel for one candidate (docs/fitting.md#candidate-fit).
 
     Parameters
     ----------
     template, science : ndarray, shape (H, W)
-        Image planes of the two stamps (masks are not consulted, as in ip_diffim).
+        Image planes of the two stamps (masks only through ``usable``).
     variance : ndarray, shape (H, W)
         ``var_S + var_T`` (or the variance of a previous difference, for
         ``iterateSingleKernel``). With ``constant_variance_weighting`` it is replaced by
@@ -254,16 +282,20 @@ def fit_candidate(
         ``λ = regularization_lambda``, a number or a
         :class:`~psfmatch.regularization.LambdaRule` evaluated on this candidate's
         system (docs/basis.md#choosing-lambda). ``M`` and ``β`` are returned without ``λH``.
+    usable : ndarray of bool, optional
+        Fit-region pixels to use (:func:`usable_fit_pixels`), passed to
+        :func:`candidate_system`.
 
     Raises
     ------
     CandidateFitError
-        Negative or zero variance in the fit region, non-finite stamp pixels, or a NaN
-        solution.
+        Negative or zero variance in the fit region, non-finite stamp pixels, too few
+        usable pixels, or a NaN solution.
     """
     system = candidate_system(template, science, variance, basis,
                               fit_background=fit_background,
-                              constant_variance_weighting=constant_variance_weighting)
+                              constant_variance_weighting=constant_variance_weighting,
+                              usable=usable)
     matrix, vector = system.matrix, system.vector
     eigenvalues = np.linalg.eigvalsh(matrix)
     cond = condition_number(matrix, condition_number_type, eigenvalues=eigenvalues)

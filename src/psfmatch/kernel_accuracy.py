@@ -21,9 +21,9 @@ bright pairs; ``"covariance": "describes the error"``). Otherwise it is a lower 
 * with ip_diffim's default constant weighting a bright star's core is given the stamp's
   median (sky-dominated) variance, and the covariance understates the error 3–6× on
   simulated bright pairs;
-* a regularized delta-function kernel's error is mostly the penalty's bias and the
+* a regularized delta-function kernel's error is mostly the prior's bias and the
   noise of the first-pass kernel the pooled fit shrinks toward, neither of which is in
-  the sandwich: measured L1 6–20× ``expected_l1`` on the simulated pairs;
+  the sandwich: measured L1 4–13× ``expected_l1`` on the simulated pairs;
 * a PCA basis is estimated from the same candidates (the covariance is conditional on
   it), and a kernel varying faster than the spatial order allows is a model error.
 
@@ -93,8 +93,8 @@ def kernel_accuracy(kernel, *, inverse_variance_weights: bool,
         caveats.append("constant weights per stamp (constantVarianceWeighting: true) "
                        "understate the error of bright stars (3-6x on simulated bright pairs)")
     if regularized:
-        caveats.append("the smoothness penalty's bias and the noise of the first-pass kernel "
-                       "are not included (measured L1 6-20x expected_l1 on simulated pairs)")
+        caveats.append("the prior's bias and the noise of the first-pass kernel are not "
+                       "included (measured L1 4-13x expected_l1 on simulated pairs)")
     if pca_basis:
         caveats.append("conditional on the PCA basis estimated from the same candidates")
     caveats.append("a kernel varying faster than the spatial order allows is not included")

@@ -23,6 +23,11 @@ on the pooled system (its risk is the predictive risk of the final model over ev
 candidate pixel, so bright candidates weigh as much as their data do). The covariance
 of the estimate, :math:`(M_s + \\lambda H_s)^{-1} M_s (M_s + \\lambda H_s)^{-1}`, is the
 kernel's own statistical error (conditional on λ; the regularization bias is not in it).
+
+:func:`fit_pooled_band_limited` replaces the roughness penalty by a band-limited prior
+of the kernel's own measured width: the kernel is written as a sum of Gaussians of that
+width, one per pixel (:func:`gaussian_blob_basis`), with a ridge on their amplitudes,
+so the frequencies the template's PSF hides from the data are damped.
 """
 
 from __future__ import annotations
@@ -215,7 +220,7 @@ def constant_sum_basis(n_basis: int, n_kernel_terms: int, n_background_terms: in
 
 
 #: Dex added below the λ scan for the band-limited passes (:func:`fit_pooled_band_limited`).
-BAND_LIMITED_SCAN_EXTENSION = 8.0
+BAND_LIMITED_SCAN_EXTENSION = 6.0
 
 
 @dataclass(frozen=True)
@@ -227,7 +232,9 @@ class PooledFit:
     ``pilot_choice`` its scan. In the shape-projected pass the upper end of the scan is
     a legitimate optimum (the pilot's shape, scaled, is all the data support); an end
     of the first pass's scan, or the lower end of the second, means the scan is too
-    narrow.
+    narrow. From :func:`fit_pooled_band_limited`: ``prior_width`` (px; ``None`` when
+    the roughness prior was kept), ``prior_note`` (why it was kept) and
+    ``width_choice`` (the λ scan of the width-measuring pass).
     """
 
     fit: SpatialFit
@@ -237,6 +244,7 @@ class PooledFit:
     pilot_choice: JointLambdaChoice | None = None
     prior_width: float | None = None
     prior_note: str = ""
+    width_choice: JointLambdaChoice | None = None
 
 
 def fit_pooled_band_limited(
@@ -255,8 +263,9 @@ def fit_pooled_band_limited(
     """The pooled fit with a band-limited prior whose width is the kernel's own.
 
     1. A first pass with the finite-difference penalty ``regularization`` (λ by the
-       pooled UPRE, no shape projection) gives a pilot kernel at the centre; its
-       adaptive (Gaussian-weighted) second moments give its width σ.
+       pooled UPRE, no shape projection; its scan is ``width_choice``) gives a pilot
+       kernel, evaluated at the centre of the spatial functions' box; its adaptive
+       (Gaussian-weighted) second moments give its width σ.
     2. The kernel is refitted as :math:`a = G u` with :func:`gaussian_blob_basis` of
        that σ and a ridge on ``u`` projected off the pilot's shape in ``u``
        (:func:`fit_pooled_regularized` with ``shape_prior``): the prior's spectrum
@@ -266,7 +275,10 @@ def fit_pooled_band_limited(
     The Gaussian passes scan λ from ``BAND_LIMITED_SCAN_EXTENSION`` dex below
     ``log_span[0]``: a ridge on the Gaussians' amplitudes needs far less weight, relative
     to :math:`\\mathrm{tr}\\,M / \\mathrm{tr}\\,H`, than a roughness penalty (the
-    basis itself already damps what the data cannot see); measured optima 1e-9 relative.
+    basis itself already damps what the data cannot see): the unprojected ridge pass's
+    optima are 1e-10 … 1e-6 relative (jump pair 8e-10), the projected pass's 1e-4 … 10.
+    Below ~1e-12 the scan means nothing (the eigen-decomposition adds a ridge of 1e-12
+    of the data's scale), hence 6 dex, not more.
 
     When the pilot's width cannot be measured (adaptive moments fail, e.g. a kernel
     that is not a single peak), the result is the finite-difference fit of
@@ -282,7 +294,9 @@ def fit_pooled_band_limited(
     side = int(round(math.sqrt(n_basis)))
     pilot = fit_pooled_regularized(centres, matrices, vectors, regularization,
                                    shape_prior=False, **common)
-    centre = pilot.fit.kernel_coefficients[:, 0].reshape(side, side)
+    x0, y0, x1, y1 = kernel_function.bbox
+    centre = (pilot.fit.kernel_coefficients
+              @ kernel_function.terms(0.5 * (x0 + x1), 0.5 * (y0 + y1))).reshape(side, side)
     try:
         width = adaptive_fwhm(centre) / SIGMA_TO_FWHM
     except PsfModelError as err:
@@ -294,12 +308,12 @@ def fit_pooled_band_limited(
     if note:
         fallback = fit_pooled_regularized(centres, matrices, vectors, regularization,
                                           compute_covariance=compute_covariance, **common)
-        return dataclasses.replace(fallback, prior_note=note)
+        return dataclasses.replace(fallback, prior_note=note, width_choice=pilot.choice)
     common["log_span"] = (float(log_span[0]) - BAND_LIMITED_SCAN_EXTENSION, float(log_span[1]))
     result = fit_pooled_regularized(centres, matrices, vectors, np.eye(n_basis),
                                     compute_covariance=compute_covariance,
                                     blob_basis=gaussian_blob_basis(side, width), **common)
-    return dataclasses.replace(result, prior_width=float(width))
+    return dataclasses.replace(result, prior_width=float(width), width_choice=pilot.choice)
 
 
 def fit_pooled_regularized(

@@ -83,3 +83,53 @@ def test_zero_variance_without_constant_weighting_raises():
     with pytest.raises(CandidateFitError, match="variance equals 0"):
         fit_candidate(t, t, v, delta_function_basis(3), fit_background=False,
                       constant_variance_weighting=False)
+
+
+def test_usable_fit_pixels_leave_out_flagged_science_pixels():
+    from psfmatch.fit import usable_fit_pixels
+
+    k, size = 5, 15
+    s_mask = np.zeros((size, size), dtype=np.int32)
+    s_mask[10, 10] = 8  # CR in the science
+    s_mask[11, 11] = 16  # another plane, not excluded
+    s_mask[0, 0] = 8  # outside the fit region
+    usable = usable_fit_pixels(s_mask, 8, k).reshape(size - k + 1, size - k + 1)
+    expected = np.ones_like(usable)
+    expected[8, 8] = False  # fit-region pixel (i, j) = stamp pixel (i + 2, j + 2)
+    np.testing.assert_array_equal(usable, expected)
+
+
+def test_a_template_cosmic_ray_near_a_star_no_longer_pulls_the_kernel():
+    """A 5000-count cosmic ray 8 px from a bright star in the *template* is convolved
+    into the model: kernel sum −18 … −20 % (seeds 4–8). Filled with the stamp's median
+    (what the fits do with ``kernel_fit.fit_mask_planes``) the fit equals the fit without
+    the cosmic ray (the star's wing there is far below the noise); its own σ is ~0.2 %."""
+    from tests.fidelity_helpers import gaussian_kernel, stamp_set
+
+    from psfmatch.candidates import fill_flagged_template
+    from psfmatch.fit import usable_fit_pixels
+
+    k = 9
+    basis = delta_function_basis(k)
+    rng = np.random.default_rng(4)
+    template, science = stamp_set(rng, 1, stamp=35, kernel=gaussian_kernel(k, 1.2, scale=1.1),
+                                  fluxes=[3e5])
+    t_img, s_img = template[0][0].copy(), science[0][0]
+    variance = science[1][0] + template[1][0]
+    clean = fit_candidate(t_img, s_img, variance, basis, fit_background=True,
+                          constant_variance_weighting=False)
+    t_img[9, 17:20] += 5000.0
+    t_mask = np.zeros(t_img.shape, dtype=np.int32)
+    t_mask[9, 17:20] = 8
+    used = fit_candidate(t_img, s_img, variance, basis, fit_background=True,
+                         constant_variance_weighting=False)
+    filled = fill_flagged_template((t_img[None], template[1], t_mask[None]), 8)
+    assert filled[0][0][9, 18] == pytest.approx(np.median(t_img))
+    fixed = fit_candidate(filled[0][0], s_img, variance, basis, fit_background=True,
+                          constant_variance_weighting=False)
+    assert used.kernel_sum / 1.1 - 1 < -0.1
+    assert fixed.kernel_sum == pytest.approx(clean.kernel_sum, abs=2e-4)
+    usable = usable_fit_pixels(np.zeros_like(t_mask), 8, k)
+    with pytest.raises(CandidateFitError, match="usable pixels"):
+        fit_candidate(t_img, s_img, variance, basis, fit_background=True,
+                      constant_variance_weighting=False, usable=np.zeros_like(usable))

@@ -140,7 +140,7 @@ def test_gaussian_blob_basis():
     centre = g[:, (K // 2) * K + K // 2].reshape(K, K)
     assert centre.argmax() == (K // 2) * K + K // 2
     np.testing.assert_allclose(centre, centre.T, rtol=1e-12)  # round, centred
-    # its width: the second moment of a Gaussian of σ 1.3 cut at ±3 px (3σ_cut ≈ 2.3σ)
+    # its width: the second moment of a Gaussian of σ 1.3 cut at ±3 px (3 px ≈ 2.3σ)
     # is below σ² by the cut, not above it
     r2 = ((np.arange(K) - K // 2) ** 2 * centre.sum(axis=0)).sum()
     assert 0.8 * 1.3**2 < r2 < 1.3**2
@@ -162,7 +162,7 @@ def test_blob_basis_fit_is_the_fit_on_transformed_candidates(pooled):
     blob = fit_pooled_regularized(xy, q, w, np.eye(K * K), n_basis=K * K, kernel_function=kf,
                                   background_function=bf, regularization_lambda=1.0,
                                   shape_prior=False, compute_covariance=True, blob_basis=g)
-    # equal to rounding amplified by G's condition (~1e7 at σ 1 px, 7²)
+    # equal to rounding amplified by G's conditioning (cond G ≈ 1e3, cond² ≈ 2e6 here)
     np.testing.assert_allclose(blob.fit.kernel_coefficients,
                                g @ direct.fit.kernel_coefficients, rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(blob.fit.background_coefficients,
@@ -178,9 +178,9 @@ def test_band_limited_prior_is_closer_to_the_true_kernel(pooled):
     """The prior of the kernel's own measured width beats the roughness penalty.
 
     Measured (seed 11): mean relative L1 over the candidates 20 % (finite difference,
-    shape prior) → 13 % (band-limited); width 1.04 px for a truth of σ 1.0 ± 0.1.
-    Asserted: a 20 % improvement, far outside the few-per-cent change a different noise
-    draw makes to the ratio, and the width within 15 % of the truth's.
+    shape prior) → 13 % (band-limited); width 1.04 px for a truth of σ 1.0 ± 0.1. Over
+    the fixture's seeds 1–5 and 11 the band-limited/finite-difference ratio is
+    0.66–0.84 and the width 1.04–1.05 px; asserted: ratio < 0.9, width within 15 %.
     """
     xy, q, w, basis = pooled
     kf, bf = SpatialFunction(1, "chebyshev1", BBOX), SpatialFunction(0, "chebyshev1", BBOX)
@@ -193,7 +193,7 @@ def test_band_limited_prior_is_closer_to_the_true_kernel(pooled):
     assert not band.prior_note
     assert not band.choice.at_scan_edge
     assert not band.pilot_choice.at_scan_edge
-    assert _mean_relative_l1(band.fit, kf, xy) < 0.8 * _mean_relative_l1(rough.fit, kf, xy)
+    assert _mean_relative_l1(band.fit, kf, xy) < 0.9 * _mean_relative_l1(rough.fit, kf, xy)
     # the kernel sum (0.9) is still unbiased: within 4σ of the fit's own error
     coef = band.fit.kernel_coefficients
     total = (coef @ kf.terms(500, 500)).sum()

@@ -90,10 +90,10 @@ _RESIDUALS = _pm(
 _SINGLE_FIT = _RESIDUALS + _pm(
     "constantVarianceWeighting", "iterateSingleKernel", "checkConditionNumber",
     "maxConditionNumber", "conditionNumberType", "singleKernelClipping",
-)
+) + ("kernel_fit.fit_mask_planes",)
 #: Our own DF options (``kernel_fit``), read by the DF fits whichever spatial fit is chosen.
 _KERNEL_FIT_DF = ("kernel_fit.df_spatial_fit", "kernel_fit.df_lambda_range",
-                  "kernel_fit.df_lambda_step", "kernel_fit.df_prior")
+                  "kernel_fit.df_lambda_step")
 
 #: Step -> the config paths it reads (see the module docstring).
 STEP_READS: dict[str, StepReads] = {
@@ -131,11 +131,13 @@ STEP_READS: dict[str, StepReads] = {
         {"pca": _SINGLE_FIT + _pm("subtractMeanForPca", "numPrincipalComponents",
                                   "kernelSumClipping", "maxKsumSigma"),
          # the pooled DF fit builds the regularization matrix itself
-         "df": _KERNEL_FIT_DF + _pm("regularizationType", "centralRegularizationStencil",
+         "df": _KERNEL_FIT_DF + ("kernel_fit.df_prior",)
+         + _pm("regularizationType", "centralRegularizationStencil",
                                     "forwardRegularizationOrders",
                                     "regularizationBorderPenalty")},
     ),
-    "assess": StepReads(_RESIDUALS + _pm("spatialKernelClipping", "nStarPerCell")),
+    "assess": StepReads(_RESIDUALS + _pm("spatialKernelClipping", "nStarPerCell")
+                        + ("kernel_fit.fit_mask_planes",)),
     "convolve": StepReads(_pm("nStarPerCell", "maxSpatialConditionNumber") + (
         "subtract.doSubtractBackground", "subtract.preserveTemplateMask",
         "subtract.renameTemplateMask", "subtract.preserveMaskPlanes")),

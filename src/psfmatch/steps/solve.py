@@ -30,6 +30,7 @@ from psfmatch.candidates import (
     active_set,
     assess_spatial,
     clip_kernel_sums,
+    fill_flagged_template,
     kernel_sum_reasons,
     reject,
 )
@@ -60,6 +61,15 @@ def _bad_bits(meta: Mapping[str, Any], planes: tuple[str, ...]) -> int:
     return planes_bitmask(meta["mask_planes"].values(), planes)
 
 
+def _fitting_stamps(stamps_path: str, cfg: StepConfig) -> tuple[Any, Any, np.ndarray, dict, int]:
+    """The stamps as the kernel fits see them: template pixels flagged in
+    ``kernel_fit.fit_mask_planes`` filled (:func:`fill_flagged_template`); also returns
+    those planes' bits (the science pixels the fits leave out)."""
+    t_stamps, s_stamps, ids, meta = io.read_stamps(stamps_path)
+    bits = _bad_bits(meta, cfg.kernel_fit.fit_mask_planes)
+    return fill_flagged_template(t_stamps, bits), s_stamps, ids, meta, bits
+
+
 def fit_single_kernels(
     *,
     candidates_path: str,
@@ -87,7 +97,7 @@ def fit_single_kernels(
     choice = choose_basis(pm, target_fwhm=target, reference_fwhm=reference)
     selected = io.read_table(candidates_path)
     table = dict(selected.columns)
-    t_stamps, s_stamps, ids, meta = io.read_stamps(stamps_path)
+    t_stamps, s_stamps, ids, meta, excluded_bits = _fitting_stamps(stamps_path, cfg)
     bad_bits = _bad_bits(meta, pm.bad_mask_planes)
     n = len(table["id"])
     row = {int(i): r for r, i in enumerate(table["id"])}
@@ -101,6 +111,7 @@ def fit_single_kernels(
         options = FitOptions.from_config(pm, bad_bits=bad_bits)
         basis, basis_meta = _alard_lupton_setup(pm, choice, table, index, t_stamps, s_stamps,
                                                 options, label)
+    options = dataclasses.replace(options, excluded_bits=excluded_bits)
     logger.info("%s: fitting %d candidates with %d %s basis kernels of %d px (%s)",
                 label, len(ids), basis.shape[0], basis_meta["type"], choice.kernel_size,
                 choice.mode)
@@ -297,9 +308,11 @@ def spatial_fit(
     normal_matrix, normal_vector = arrays["NORMAL_MATRIX"], arrays["NORMAL_VECTOR"]
     pooled = is_pooled(pm, cfg.kernel_fit)
     if pm.use_pca_for_spatial_kernel and not pooled:
-        t_stamps, s_stamps, stamp_ids, smeta = io.read_stamps(stamps_path)
-        options = FitOptions.from_config(pm, bad_bits=_bad_bits(smeta, pm.bad_mask_planes),
-                                         fit_background=kmeta["fit_background"])
+        t_stamps, s_stamps, stamp_ids, smeta, excluded_bits = _fitting_stamps(stamps_path, cfg)
+        options = dataclasses.replace(
+            FitOptions.from_config(pm, bad_bits=_bad_bits(smeta, pm.bad_mask_planes),
+                                   fit_background=kmeta["fit_background"]),
+            excluded_bits=excluded_bits)
         try:
             refit = pca_refit(table, arrays["KERNELS"], arrays["IDS"], t_stamps, s_stamps,
                               stamp_ids, pm, options=options,
@@ -413,7 +426,7 @@ def assess(
     data = io.read_table(candidates_path)
     table = {k: np.array(v, copy=True) for k, v in data.columns.items()}
     kernel = io.read_kernel(kernel_path)
-    t_stamps, s_stamps, ids, meta = io.read_stamps(stamps_path)
+    t_stamps, s_stamps, ids, meta, _ = _fitting_stamps(stamps_path, cfg)
     active = active_set(table["cell"], table["rank"], table["status"] == "GOOD",
                         pm.n_star_per_cell)
     position = {int(i): p for p, i in enumerate(ids)}

@@ -26,11 +26,7 @@ from psfmatch.candidates import FitOptions
 from psfmatch.config import DF
 from psfmatch.errors import PsfMatchError
 from psfmatch.lambda_choice import RelativeRiskRule
-from psfmatch.pooled_fit import (
-    BAND_LIMITED_SCAN_EXTENSION,
-    fit_pooled_band_limited,
-    fit_pooled_regularized,
-)
+from psfmatch.pooled_fit import fit_pooled_band_limited, fit_pooled_regularized
 from psfmatch.regularization import regularization_matrix
 from psfmatch.spatial import (
     MAX_GEOMETRIC_CONDITION,
@@ -136,7 +132,7 @@ def fit_spatial_model(
     if is_pooled(pm, kernel_fit):
         return _pooled(centres, matrices, vectors, n_basis=n_basis,
                        kernel_function=kernel_function, background_function=background_function,
-                       pm=pm, kernel_fit=kernel_fit, kernel_size=kernel_size)
+                       pm=pm, kernel_fit=kernel_fit, kernel_size=kernel_size, label=label)
     search = None
     # the search refits the spatial model ~10 times: affordable (and meaningful) for a
     # small basis with a constant first term (AL, PCA), not for k² delta functions
@@ -191,14 +187,8 @@ def _orders_to_search(centres, kernel_function: SpatialFunction, kernel_fit: Any
     return tuple(orders)
 
 
-def _scan(kernel_fit: Any, *, band_limited: bool) -> list[float]:
-    """The pooled fit's λ scan (dex relative), extended below for the band-limited passes."""
-    low, high = (float(v) for v in kernel_fit.df_lambda_range)
-    return [low - BAND_LIMITED_SCAN_EXTENSION if band_limited else low, high]
-
-
 def _pooled(centres, matrices, vectors, *, n_basis, kernel_function, background_function,
-            pm, kernel_fit, kernel_size) -> SpatialModel:
+            pm, kernel_fit, kernel_size, label) -> SpatialModel:
     """Pooled regularized DF fit, lowering both orders while the positions are too few."""
     h = regularization_from_config(pm, kernel_size, fit_background=False)
 
@@ -214,21 +204,25 @@ def _pooled(centres, matrices, vectors, *, n_basis, kernel_function, background_
         if not np.all(np.isfinite(result.fit.kernel_coefficients)):
             raise SpatialFitError("the pooled solution is not finite")
         choice = result.choice.to_dict() if result.choice is not None else {}
-        pilot = result.pilot_choice
+        pilot, width = result.pilot_choice, result.width_choice
+        scan = (result.choice.log_relative[[0, -1]].tolist() if result.choice is not None
+                else list(kernel_fit.df_lambda_range))
         pooled = {**choice, "value": result.regularization_lambda,
                   "pilot_lambda": result.pilot_lambda,
                   "pilot_relative": None if pilot is None else pilot.relative,
-                  "scan_relative": _scan(kernel_fit, band_limited=bool(result.prior_width)),
+                  "scan_relative": scan,
                   "constant_sum": True, "shape_prior": True,
                   "prior": "band_limited" if result.prior_width else "finite_difference",
-                  "prior_width_px": result.prior_width}
+                  "prior_width_px": result.prior_width,
+                  "width_pass_relative": None if width is None else width.relative}
         if result.prior_note:
             pooled["prior_note"] = result.prior_note
-            logger.warning("%s", result.prior_note)
-        # widen the scan: an end of the first pass, or the lower end of the
-        # second (its upper end means "the pilot's shape, scaled")
+            logger.warning("%s: %s", label, result.prior_note)
+        # widen the scan: an end of a first pass (the width pass included), or the
+        # lower end of the last (its upper end means "the pilot's shape, scaled")
         pooled["scan_too_narrow"] = bool(
             (pilot is not None and pilot.at_scan_edge)
+            or (width is not None and width.at_scan_edge)
             or (result.choice is not None and result.choice.at_scan_edge
                 and result.choice.relative < 1.0))
         return result.fit, pooled
