@@ -80,7 +80,7 @@ def test_tracking_jump_kernel_l1_within_5_percent(jump):
     hides from the data, kept by the shape projection. The band-limited prior (the
     default ``kernel_fit.df_prior``) damps those: measured 2.4, 3.2, 2.2, 2.6, 2.0 % at
     the centre and the four positions 100 px in. The statistical part of the error is
-    ~0.3 % here (the fit's covariance), so 5 % leaves room for a different noise draw,
+    0.2–0.4 % here (the fit's covariance), so 5 % leaves room for a different noise draw,
     not for a return of the roughness prior's 6.7 %.
     """
     result, truth, metrics = jump
