@@ -22,6 +22,7 @@ from psfmatch.fit import (
     candidate_residuals,
     difference_stamp,
     fit_candidate,
+    noise_scale,
     usable_fit_pixels,
 )
 from psfmatch.kernel import SpatialKernel
@@ -54,7 +55,8 @@ class SingleFits:
 
     ``kernels`` (n, k, k), ``coefficients`` (n, n_basis), ``background`` (n,),
     ``kernel_sum`` (n,), ``condition_number`` (n,), ``normal_matrix`` (n, m, m),
-    ``normal_vector`` (n, m), ``regularization_lambda`` (n,; 0 without regularization,
+    ``normal_vector`` (n, m), ``noise_scale`` (n,; :func:`psfmatch.fit.noise_scale` with
+    constant weights, else 1), ``regularization_lambda`` (n,; 0 without regularization,
     NaN when not fitted), ``lambda_at_grid_edge`` (n,; a risk-minimising λ on the first or
     last point of its scan), residual ``mean``/``rms``/``npix`` (n,), and the outcome
     ``good`` (bool, n) with ``reason`` (str, n; "" when good).
@@ -67,6 +69,7 @@ class SingleFits:
     condition_number: np.ndarray
     normal_matrix: np.ndarray
     normal_vector: np.ndarray
+    noise_scale: np.ndarray
     regularization_lambda: np.ndarray
     lambda_at_grid_edge: np.ndarray
     mean: np.ndarray
@@ -185,6 +188,7 @@ def fit_single_kernels(
         "condition_number": np.full(n, np.nan),
         "normal_matrix": np.zeros((n, m, m)),
         "normal_vector": np.zeros((n, m)),
+        "noise_scale": np.ones(n),
         "regularization_lambda": np.full(n, np.nan),
         "lambda_at_grid_edge": np.zeros(n, dtype=bool),
         **_residual_columns(n),
@@ -238,6 +242,8 @@ def fit_single_kernels(
         out["condition_number"][i] = sol.condition_number
         out["normal_matrix"][i] = sol.normal_matrix
         out["normal_vector"][i] = sol.normal_vector
+        if o.constant_variance_weighting:
+            out["noise_scale"][i] = noise_scale(t_stamp[0], weights, sol.kernel)
         out["regularization_lambda"][i] = sol.regularization_lambda
         out["lambda_at_grid_edge"][i] = sol.lambda_at_grid_edge
         out["mean"][i], out["rms"][i], out["npix"][i] = stats.mean, stats.rms, stats.n_pixels

@@ -32,6 +32,7 @@ __all__ = [
     "design_matrix",
     "difference_stamp",
     "fit_candidate",
+    "noise_scale",
     "solve_normal_equations",
     "usable_fit_pixels",
 ]
@@ -180,6 +181,35 @@ def usable_fit_pixels(science_mask: np.ndarray, bits: int, kernel_size: int) -> 
     half = int(kernel_size) // 2
     bad = (np.asarray(science_mask).astype(np.int64) & bits) != 0
     return ~bad[half : bad.shape[0] - half, half : bad.shape[1] - half].ravel()
+
+
+def noise_scale(template: np.ndarray, variance: np.ndarray, kernel: np.ndarray) -> float:
+    """How much noisier a constant-weight fit's data are than its weights say.
+
+    With ``constantVarianceWeighting`` every pixel of a stamp is weighted by the stamp's
+    median variance, so the candidate's normal equations claim the precision of a star
+    seen on sky noise. Its model pixels, where the fit's information is, have the
+    variance of the star's core instead. The factor, the variance averaged with the
+    model's squared weight over the fit region relative to the median used,
+
+    .. math::  s = \\frac{\\sum_p m_p^2 V_p}{\\sum_p m_p^2} \\Big/ \\mathrm{median}(V),
+               \\qquad m = T \\star K,
+
+    is 1 for a sky-limited star and grows with its brightness (2–200 on a simulated
+    2048² pair). It comes from the variance plane and the fitted kernel, not from the
+    residuals, so it carries no noise of its own. 1.0 when the model is empty.
+    """
+    k = kernel.shape[-1]
+    half = k // 2
+    windows = sliding_window_view(np.asarray(template, dtype=np.float64), (k, k))
+    model = windows.reshape(-1, k * k) @ np.asarray(kernel, dtype=np.float64).ravel()
+    v = np.asarray(variance, dtype=np.float64)
+    v_fit = v[half : v.shape[0] - half, half : v.shape[1] - half].ravel()
+    weight = model**2
+    median = float(np.median(v))
+    if not (weight.sum() > 0 and median > 0):
+        return 1.0
+    return float(np.sum(weight * v_fit) / weight.sum()) / median
 
 
 def candidate_system(

@@ -133,3 +133,22 @@ def test_a_template_cosmic_ray_near_a_star_no_longer_pulls_the_kernel():
     with pytest.raises(CandidateFitError, match="usable pixels"):
         fit_candidate(t_img, s_img, variance, basis, fit_background=True,
                       constant_variance_weighting=False, usable=np.zeros_like(usable))
+
+
+def test_noise_scale_is_the_variance_under_the_model_over_the_median():
+    """Sky-limited (constant variance): 1. Poisson-limited core: the model-weighted mean
+    variance over the stamp's median, computed here by hand."""
+    from psfmatch.fit import noise_scale
+
+    k, size = 5, 21
+    kernel = np.zeros((k, k))
+    kernel[2, 2] = 1.0  # identity: the model is the template itself
+    template = 1e4 * _gaussian((size, size), 1.5, 1.5)
+    sky = np.full((size, size), 100.0)
+    assert noise_scale(template, sky, kernel) == pytest.approx(1.0)
+    poisson = sky + template
+    model = template[2:-2, 2:-2]
+    expected = np.sum(model**2 * poisson[2:-2, 2:-2]) / np.sum(model**2) / np.median(poisson)
+    assert noise_scale(template, poisson, kernel) == pytest.approx(expected)
+    assert expected > 10  # a bright core: far noisier than the sky the median says
+    assert noise_scale(np.zeros((size, size)), poisson, kernel) == 1.0

@@ -59,6 +59,12 @@ def test_honest_labels(kernel):
     assert "bias" in regularized["note"]
     assert "PCA" in kernel_accuracy(kernel, inverse_variance_weights=True,
                                     pca_basis=True)["note"]
+    corrected = kernel_accuracy(kernel, inverse_variance_weights=False, noise_corrected=True)
+    assert corrected["covariance"] == "approximate"
+    assert "variance under their model" in corrected["note"]
+    # with a penalty the bias still makes it a lower bound
+    assert kernel_accuracy(kernel, inverse_variance_weights=False, noise_corrected=True,
+                           regularized=True)["covariance"] == "lower bound"
 
 
 def test_mosaic_states_the_error(kernel):

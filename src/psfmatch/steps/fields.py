@@ -126,7 +126,8 @@ STEP_READS: dict[str, StepReads] = {
         _pm("kernelBasisSet", "spatialModelType", "spatialKernelOrder", "spatialBgOrder",
             "nStarPerCell", "conditionNumberType", "maxSpatialConditionNumber",
             "usePcaForSpatialKernel", "calculateKernelUncertainty")
-        + ("kernel_fit.spatial_order", "kernel_fit.max_spatial_order"),
+        + ("kernel_fit.spatial_order", "kernel_fit.max_spatial_order",
+           "kernel_fit.candidate_weights"),
         # the PCA refit repeats the single-kernel fit and the kernel-sum clipping
         {"pca": _SINGLE_FIT + _pm("subtractMeanForPca", "numPrincipalComponents",
                                   "kernelSumClipping", "maxKsumSigma"),

@@ -149,7 +149,7 @@ def fit_single_kernels(
     io.write_arrays(
         output_kernels,
         {"BASIS": basis, "KERNELS": fits.kernels, "NORMAL_MATRIX": fits.normal_matrix,
-         "NORMAL_VECTOR": fits.normal_vector, "IDS": ids},
+         "NORMAL_VECTOR": fits.normal_vector, "NOISE_SCALE": fits.noise_scale, "IDS": ids},
         metadata={"basis": basis_meta, "fit_background": options.fit_background,
                   "constant_variance_weighting": options.constant_variance_weighting,
                   "region": meta["region"], "psf_match": psf_match},
@@ -306,6 +306,12 @@ def spatial_fit(
     basis = np.asarray(arrays["BASIS"], dtype=np.float64)
     basis_meta = kmeta["basis"]
     normal_matrix, normal_vector = arrays["NORMAL_MATRIX"], arrays["NORMAL_VECTOR"]
+    noise_corrected = (cfg.kernel_fit.candidate_weights == "noise_corrected"
+                       and "NOISE_SCALE" in arrays)
+    if noise_corrected:
+        scale = np.asarray(arrays["NOISE_SCALE"], dtype=np.float64)  # 1 without constant weights
+        normal_matrix = normal_matrix / scale[:, None, None]
+        normal_vector = normal_vector / scale[:, None]
     pooled = is_pooled(pm, cfg.kernel_fit)
     if pm.use_pca_for_spatial_kernel and not pooled:
         t_stamps, s_stamps, stamp_ids, smeta, excluded_bits = _fitting_stamps(stamps_path, cfg)
@@ -387,7 +393,8 @@ def spatial_fit(
     )
     kernel.metadata["accuracy"] = kernel_accuracy(
         kernel, inverse_variance_weights=not kmeta.get("constant_variance_weighting", True),
-        regularized=model.pooled is not None, pca_basis=basis_meta.get("type") == "pca")
+        regularized=model.pooled is not None, pca_basis=basis_meta.get("type") == "pca",
+        noise_corrected=noise_corrected)
     if not pm.calculate_kernel_uncertainty:
         kernel = dataclasses.replace(kernel, covariance=None)
     logger.info("%s: spatial fit (iteration %s) on %d candidates, %d unknowns, condition %.3g, "
