@@ -28,8 +28,8 @@ from psfmatch.config.lsst import DF
 from psfmatch.config.sections import _Section
 from psfmatch.errors import ConfigError
 
-__all__ = ["CANDIDATE_WEIGHTS", "DF_PRIORS", "DF_SPATIAL_FITS", "SPATIAL_ORDER_MODES", "KernelFitOptions",
-           "check_kernel_fit"]
+__all__ = ["CANDIDATE_WEIGHTS", "DF_PRIORS", "DF_SPATIAL_FITS", "SPATIAL_ORDER_MODES",
+           "KernelFitOptions", "check_kernel_fit"]
 
 #: Values of :attr:`KernelFitOptions.df_spatial_fit`.
 DF_SPATIAL_FITS = ("pooled", "ip_diffim")
