@@ -52,6 +52,7 @@ RUNS = {
     "al_before": ({}, BEFORE),
     "al_all": ({"nStarPerCell": -1}, {}),
     "al_pix": ({"constantVarianceWeighting": False}, {}),
+    "al_nc": ({}, {"candidate_weights": "noise_corrected"}),
     "df_pooled": ({"kernelBasisSet": "delta-function"}, {}),
     "df_pooled_fd": ({"kernelBasisSet": "delta-function"}, {"df_prior": "finite_difference"}),
     "df_pooled_all": ({"kernelBasisSet": "delta-function", "nStarPerCell": -1}, {}),

@@ -4,9 +4,10 @@
     W=/tmp/fid/demo1024 SIM=demo OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONPATH=src \\
         python bench/fidelity/sims.py RUN [RUN ...]
 
-SIM: demo | bright | bright2048 | eqnoise | eqnoise_bright | jump. Each run is the shipped
-config plus its ``psf_match`` overrides and ``kernel_fit`` keys; results are cached as
-``$W/<run>.json``.
+SIM: demo | bright | bright2048 | eqnoise | eqnoise_bright | jump; SEED: another
+realisation of it (the five-seed demo numbers: SEED=1..4, and 42, the default). Each run
+is the shipped config plus its ``psf_match`` overrides and ``kernel_fit`` keys; results
+are cached as ``$W/<run>.json`` by name only, so clear ``$W`` after changing the code.
 """
 import logging
 import os
@@ -27,6 +28,8 @@ SIMS = {"demo": h.DEMO, "bright": {**h.DEMO, "gain": 10.0, "flux_min": 1.0e4},
         "eqnoise_bright": {**h.DEMO, "sky_template": 200.0, "gain": 10.0, "flux_min": 1.0e4},
         "jump": {"seed": 7, "shape": [768, 768], "star_density": 3000.0, "flux_min": 1.0e4,
                  "gain": 10.0, "tracking_jump": [3.0, 2.0, 0.35], "kernel_width_gradient": 0.1}}
+if os.environ.get("SEED"):  # another realisation of the same pair (use its own W)
+    SIMS[SIM] = {**SIMS[SIM], "seed": int(os.environ["SEED"])}
 sim = h.simulate(W / "sim", SIMS[SIM])
 DF = {"kernelBasisSet": "delta-function"}
 if SIM == "jump":  # test_df_recovery.py's sizes
@@ -40,6 +43,8 @@ runs = {
     "al": (UNC, {}),
     "al_before": (UNC, {"spatial_order": "configured"}),
     "al_pix": ({**UNC, "constantVarianceWeighting": False}, {}),
+    "al_nc": (UNC, {"candidate_weights": "noise_corrected"}),
+    "al_nomask": (UNC, {"fit_mask_planes": []}),
     "al_pix_all3000": ({**UNC, "constantVarianceWeighting": False, "nStarPerCell": -1, "__maxc": 3000}, {}),
     "al_all3000": ({**UNC, "nStarPerCell": -1, "__maxc": 3000}, {}),
     # delta functions: ip_diffim's path (λ 0.2 absolute + PCA; per-candidate risk λ) ...
@@ -51,6 +56,7 @@ runs = {
     # the roughness prior instead
     "df_pooled": ({**DF, **UNC}, {}),
     "df_pooled_fd": ({**DF, **UNC}, {"df_prior": "finite_difference"}),
+    "df_pooled_nomask": ({**DF, **UNC}, {"fit_mask_planes": []}),
 }
 if SIM == "jump":
     runs["al"] = ({"nStarPerCell": -1, "detectionConfig": {"fpGrowKernelScaling": 1.5}, "singleKernelClipping": False, "spatialKernelClipping": False, "kernelSumClipping": False}, {})

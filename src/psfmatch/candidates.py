@@ -27,7 +27,7 @@ from psfmatch.fit import (
 )
 from psfmatch.kernel import SpatialKernel
 from psfmatch.regularization import LambdaRule
-from psfmatch.stats import clipped_mean_std, residual_stats
+from psfmatch.stats import clipped_mean_std, median_filled, residual_stats
 
 __all__ = [
     "FitOptions",
@@ -269,11 +269,10 @@ def fill_flagged_template(template: Stamps, bits: int) -> Stamps:
     flagged = (np.asarray(mask).astype(np.int64) & bits) != 0
     if not flagged.any():
         return template
-    filled = np.array(image, dtype=np.float64, copy=True)
+    filled = np.array(image, copy=True)
     for i in np.flatnonzero(flagged.any(axis=(1, 2))):
-        clean = filled[i][~flagged[i]]
-        filled[i][flagged[i]] = float(np.median(clean)) if clean.size else 0.0
-    return filled.astype(np.asarray(image).dtype, copy=False), variance, mask
+        filled[i] = median_filled(filled[i].astype(np.float64), flagged[i])
+    return filled, variance, mask
 
 
 def _residual_columns(n: int) -> dict[str, np.ndarray]:

@@ -170,6 +170,12 @@ def solve_normal_equations(
     return vectors @ (inverse * (vectors.T @ vector))
 
 
+def _fit_region(shape: tuple[int, ...], kernel_size: int) -> tuple[slice, slice]:
+    """The valid region of a stamp: less the kernel half-width on every side."""
+    half = int(kernel_size) // 2
+    return slice(half, shape[0] - half), slice(half, shape[1] - half)
+
+
 def usable_fit_pixels(science_mask: np.ndarray, bits: int, kernel_size: int) -> np.ndarray:
     """Fit-region pixels of a science stamp free of the mask ``bits`` (bool, raveled).
 
@@ -178,9 +184,8 @@ def usable_fit_pixels(science_mask: np.ndarray, bits: int, kernel_size: int) -> 
     would spoil every model pixel whose kernel window holds them, so they are filled
     before the fit instead (:func:`psfmatch.candidates.fill_flagged_template`).
     """
-    half = int(kernel_size) // 2
     bad = (np.asarray(science_mask).astype(np.int64) & bits) != 0
-    return ~bad[half : bad.shape[0] - half, half : bad.shape[1] - half].ravel()
+    return ~bad[_fit_region(bad.shape, kernel_size)].ravel()
 
 
 def noise_scale(template: np.ndarray, variance: np.ndarray, kernel: np.ndarray) -> float:
@@ -199,12 +204,9 @@ def noise_scale(template: np.ndarray, variance: np.ndarray, kernel: np.ndarray) 
     2048² pair). It comes from the variance plane and the fitted kernel, not from the
     residuals, so it carries no noise of its own. 1.0 when the model is empty.
     """
-    k = kernel.shape[-1]
-    half = k // 2
-    windows = sliding_window_view(np.asarray(template, dtype=np.float64), (k, k))
-    model = windows.reshape(-1, k * k) @ np.asarray(kernel, dtype=np.float64).ravel()
+    model = design_matrix(template, np.asarray(kernel, dtype=np.float64)[None])[:, 0]
     v = np.asarray(variance, dtype=np.float64)
-    v_fit = v[half : v.shape[0] - half, half : v.shape[1] - half].ravel()
+    v_fit = v[_fit_region(v.shape, kernel.shape[-1])].ravel()
     weight = model**2
     median = float(np.median(v))
     if not (weight.sum() > 0 and median > 0):
@@ -244,10 +246,8 @@ def candidate_system(
         Negative or zero variance in the fit region (inverse-variance weights),
         non-finite stamp pixels, or fewer usable pixels than unknowns.
     """
-    k = basis.shape[-1]
-    half = k // 2
     columns = design_matrix(template, basis)
-    fit_region = (slice(half, science.shape[0] - half), slice(half, science.shape[1] - half))
+    fit_region = _fit_region(science.shape, basis.shape[-1])
     s = np.asarray(science, dtype=np.float64)[fit_region].ravel()
     v = np.asarray(variance, dtype=np.float64)
     if constant_variance_weighting:
@@ -255,8 +255,8 @@ def candidate_system(
         v_fit = np.full(s.shape, median if median > 0 else 1.0)
     else:
         v_fit = v[fit_region].ravel()
-    n_unknowns = columns.shape[1] + (1 if fit_background else 0)
     if usable is not None:
+        n_unknowns = columns.shape[1] + (1 if fit_background else 0)
         keep = np.asarray(usable, dtype=bool)
         if int(keep.sum()) < n_unknowns:
             msg = (f"{int(keep.sum())} usable pixels in the fit region (masked planes "
@@ -378,8 +378,7 @@ def difference_stamp(
     t_img, t_var, t_mask = template
     s_img, s_var, s_mask = science
     k = kernel.shape[0]
-    half = k // 2
-    region = (slice(half, s_img.shape[0] - half), slice(half, s_img.shape[1] - half))
+    region = _fit_region(s_img.shape, k)
     windows = sliding_window_view(np.asarray(t_img, dtype=np.float64), (k, k))
     model = np.einsum("yxij,ij->yx", windows, kernel) + background
     var_windows = sliding_window_view(np.asarray(t_var, dtype=np.float64), (k, k))

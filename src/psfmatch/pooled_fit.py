@@ -300,14 +300,14 @@ def fit_pooled_band_limited(
     try:
         width = adaptive_fwhm(centre) / SIGMA_TO_FWHM
     except PsfModelError as err:
-        width = math.nan
         note = f"band-limited prior not used: the pilot kernel's width is not measurable ({err})"
     else:
         note = "" if math.isfinite(width) and width > 0 else (
             f"band-limited prior not used: pilot kernel width {width}")
     if note:
         fallback = fit_pooled_regularized(centres, matrices, vectors, regularization,
-                                          compute_covariance=compute_covariance, **common)
+                                          compute_covariance=compute_covariance,
+                                          first_pass=pilot, **common)
         return dataclasses.replace(fallback, prior_note=note, width_choice=pilot.choice)
     common["log_span"] = (float(log_span[0]) - BAND_LIMITED_SCAN_EXTENSION, float(log_span[1]))
     result = fit_pooled_regularized(centres, matrices, vectors, np.eye(n_basis),
@@ -336,6 +336,7 @@ def fit_pooled_regularized(
     template_noise: np.ndarray | None = None,
     compute_covariance: bool = False,
     blob_basis: np.ndarray | None = None,
+    first_pass: PooledFit | None = None,
 ) -> PooledFit:
     """Regularized spatial DF kernel from pooled candidates (module docstring).
 
@@ -360,6 +361,10 @@ def fit_pooled_regularized(
     :math:`a = G u` (every spatial term alike) and ``regularization`` then applies to
     ``u`` (the identity: a band-limited prior); the result is mapped back to kernel
     pixels.
+
+    ``first_pass``: this function's result on the same system with ``shape_prior=False``
+    and no ``blob_basis``; with ``shape_prior`` its kernel is the pilot, so the first
+    pass is not solved again.
 
     Returns
     -------
@@ -408,11 +413,16 @@ def fit_pooled_regularized(
         a = m_y - n_y + lam * h_y
         return np.linalg.solve(a, b_y), a, choice, lam
 
-    y, a, choice, lam = solve(h_kernel)
     pilot_lambda = pilot_choice = None
+    if shape_prior and first_pass is not None:  # the first pass is already done
+        pilot = first_pass.fit.kernel_coefficients[:, 0]
+        pilot_lambda, pilot_choice = first_pass.regularization_lambda, first_pass.choice
+    else:
+        y, a, choice, lam = solve(h_kernel)
     if shape_prior:
-        pilot = (z @ y)[: n_basis * nkt].reshape(n_basis, nkt)[:, 0]
-        pilot_lambda, pilot_choice = lam, choice
+        if first_pass is None:
+            pilot = (z @ y)[: n_basis * nkt].reshape(n_basis, nkt)[:, 0]
+            pilot_lambda, pilot_choice = lam, choice
         y, a, choice, lam = solve(shape_projected(h_kernel, pilot))
     solution = z @ y
     covariance = None

@@ -31,6 +31,7 @@ import numpy as np
 from psfmatch.convolution import correlate
 from psfmatch.decorrelation import IGNORE_MASK_PLANES, Decorrelated, decorrelate
 from psfmatch.exposure import Exposure
+from psfmatch.stats import median_filled
 from psfmatch.subtract import or_filter
 
 __all__ = [
@@ -78,8 +79,7 @@ def fill_bad_pixels(exposure: Exposure, planes: Sequence[str] = BAD_MASK_PLANES
     """
     bits = exposure.plane_bitmask(planes)
     bad = ((exposure.mask & bits) != 0) | ~np.isfinite(exposure.image)
-    good = exposure.image[~bad]
-    image = np.where(bad, np.median(good) if good.size else 0.0, exposure.image)
+    image = median_filled(exposure.image, bad)
     var_ok = np.isfinite(exposure.variance)
     variance = np.where(var_ok, exposure.variance,
                         np.median(exposure.variance[var_ok]) if var_ok.any() else 0.0)

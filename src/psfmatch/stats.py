@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ResidualStats", "clipped_mean_std", "percentiles", "residual_stats"]
+__all__ = ["ResidualStats", "clipped_mean_std", "median_filled", "percentiles", "residual_stats"]
 
 #: IQR → sigma for a Gaussian, as afw uses it.
 IQR_TO_SIGMA = 0.741301109252802
@@ -66,6 +66,13 @@ def clipped_mean_std(
 
 
 _CHUNK = 1 << 20
+
+
+def median_filled(image: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """A copy of ``image`` with ``bad`` pixels replaced by the median of the others (0.0
+    when none is left); the dtype follows ``image`` and the median's."""
+    good = image[~bad]
+    return np.where(bad, np.median(good) if good.size else 0.0, image)
 
 
 def percentiles(data: np.ndarray, q: tuple[float, ...], *, in_place: bool = False
