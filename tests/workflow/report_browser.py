@@ -92,6 +92,7 @@ def browse_report(report: Path, *, browser: str, driver: str, screenshot: Path,
         seen["results"] = web.execute_script(
             "return Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.mime_type]))")
         tree = web.execute_script("return categories")
+        shown = None
         for category, subcategories in sorted(tree.items()):
             for subcategory, paths in subcategories.items():
                 # through the menu: Results -> category -> subcategory (a category with a
@@ -104,7 +105,8 @@ def browse_report(report: Path, *, browser: str, driver: str, screenshot: Path,
                 # one view button per result; files the browser cannot show are download links
                 n_results = len(paths)
                 wait.until(lambda w, n=n_results: len(w.find_elements(By.CSS_SELECTOR, _EYE)) == n)
-                shown = None
+                # `shown` carries over from the previous menu: until the first click here
+                # takes effect the pane still shows that result, which must not count
                 for i in range(len(web.find_elements(By.CSS_SELECTOR, _VIEW))):
                     web.find_elements(By.CSS_SELECTOR, _VIEW)[i].click()
                     # wait for the content pane to show another result, then identify it
