@@ -57,6 +57,7 @@ runs = {
     "df_pooled": ({**DF, **UNC}, {}),
     "df_pooled_fd": ({**DF, **UNC}, {"df_prior": "finite_difference"}),
     "df_pooled_nomask": ({**DF, **UNC}, {"fit_mask_planes": []}),
+    "df_pooled_all3000": ({**DF, **UNC, "nStarPerCell": -1, "__maxc": 3000}, {}),
 }
 if SIM == "jump":
     runs["al"] = ({"nStarPerCell": -1, "detectionConfig": {"fpGrowKernelScaling": 1.5}, "singleKernelClipping": False, "spatialKernelClipping": False, "kernelSumClipping": False}, {})

@@ -34,6 +34,8 @@ JUMP_SIZES = {"nStarPerCell": -1, "kernelSize": 17,
               "detectionConfig": {"fpGrowKernelScaling": 1.5}}
 DEMO = {"seed": 42, "shape": [1024, 1024], "template_fwhm": 3.0, "science_fwhm": 4.5,
         "photometric_scale": 1.1}
+#: the demo with bright stars (gain 10, stars ≥ 10⁴ ADU): the kernel sum resolvable to 0.01 %
+BRIGHT = {**DEMO, "gain": 10.0, "flux_min": 1.0e4}
 CORNERS_768 = ((384, 384), (100, 100), (668, 100), (100, 668), (668, 668))
 
 
@@ -102,3 +104,29 @@ def test_demo_pair_at_the_oracle_without_tuning(tmp_path):
     # five seeds both bases scatter by 0.5–1 %: docs/fitting.md#pooled-df-fit)
     assert abs(result["kernel_sum_error"]) < 3 * sigma
     assert accuracy["covariance"] == "lower bound"  # regularized: the bias is not in it
+
+
+def test_bright_pair_at_the_oracle_with_every_stamp(tmp_path):
+    """All three DF goals on one simulated pair where the noise can resolve them.
+
+    With ip_diffim's 5 stamps per cell (316 candidates) the L1 is 3.4 % at the centre and
+    5.0 % in the worst corner (5.2 % on another realisation): the corners are extrapolated
+    by the spatial model and its error falls as 1/√(candidates). Every stamp
+    (``nStarPerCell: -1``, 1206 candidates) gives 2.9 % / 4.4 %.
+    """
+    result, truth, metrics = _run(tmp_path, BRIGHT, {**DF, "nStarPerCell": -1}, 3000)
+    accuracy = metrics["kernel_accuracy"]
+    sigma = accuracy["positions"]["centre"]["kernel_sum_sigma"] / truth.photometric_scale
+    print({k: v for k, v in result.items() if isinstance(v, (int, float))}, sigma)
+    assert metrics["candidates"]["used_in_final_fit"] > 1000  # every stamp, not 5 per cell
+    assert result["oracle_ratio"] <= 1.03  # measured 0.9999
+    # measured −0.04 %; the fit's own 1σ is about 0.01 %, so 0.2 % is a real test here
+    assert sigma < 5e-4
+    assert abs(result["kernel_sum_error"]) <= 2e-3
+    l1 = {name: relative_l1(result["kernel"], truth.kernel, p["x"], p["y"])
+          for name, p in accuracy["positions"].items()}
+    print("L1", l1)
+    # measured 2.9 % (centre) to 4.4 % (worst corner); the statistical part alone is
+    # 0.5–1.1 % (the covariance), and the rest is the prior's bias, which another noise
+    # draw moves little (5.0 → 5.2 % at 5 per cell)
+    assert max(l1.values()) <= 0.05

@@ -8,7 +8,9 @@ corner, 4–6× what its covariance predicts. Inverse-variance weights
 (``constantVarianceWeighting: false``) give 0.8 % / 1.4 %, and the covariance then
 predicts the error (0.6 % / 1.6 %); keeping constant weights within each stamp but
 weighting the candidates by the variance under their model
-(``kernel_fit.candidate_weights: noise_corrected``) gives 0.8 % / 1.8 %.
+(``kernel_fit.candidate_weights: noise_corrected``) gives 0.8 % / 1.8 %. Keeping
+ip_diffim's weights but fitting every stamp instead of its 5 per 128² cell
+(``nStarPerCell: -1``; 2913 candidates instead of 894) gives 1.1 % / 1.8 %.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ BRIGHT = {"seed": 42, "template_fwhm": 3.0, "science_fwhm": 4.5, "photometric_sc
           "gain": 10.0, "flux_min": 1.0e4}
 
 
-def _pair(work, simulation, overrides, sections=None):
+def _pair(work, simulation, overrides, sections=None, max_candidates=1000):
     t, s = work / "t.fits", work / "s.fits"
     simulate(simulation=simulation, template_path=t, science_path=s,
                    truth_path=work / "truth.json", sources_path=work / "sources.parquet")
-    products = run_pair(work, t, s, psf_match_overrides=overrides, config_overrides=sections)
+    products = run_pair(work, t, s, psf_match_overrides=overrides, config_overrides=sections,
+                        max_candidates=max_candidates)
     return products, synth.Truth.from_dict(io.read_json(work / "truth.json"))
 
 
@@ -74,6 +77,28 @@ def test_constant_weights_with_noise_corrected_candidates_reach_3_percent(tmp_pa
         print(name, l1, p["expected_l1"])
         assert l1 < 0.03  # measured 0.8 % (centre), 1.8 % (worst corner)
         assert l1 < 1.2 * p["expected_l1"]  # the approximation errs on the safe side
+
+
+def test_every_stamp_with_ip_diffim_weights_reaches_3_percent(tmp_path):
+    """ip_diffim's constant weights, but every stamp instead of the top 5 per cell.
+
+    The spatial model's error falls as 1/√(candidates): 894 → 2913 candidates take the
+    L1 from 1.7 % / 3.4 % to 1.1 % / 1.8 % (centre / worst corner) at about twice the
+    fitting time, with ip_diffim's weights kept, so the residuals of real pairs (which
+    those weights serve best) are unchanged where they have fewer stars than cells × 5.
+    """
+    products, truth = _pair(tmp_path, {**BRIGHT, "shape": [2048, 2048]},
+                            {"nStarPerCell": -1}, max_candidates=3000)
+    kernel = io.read_kernel(products["kernel.fits"])
+    metrics = io.read_json(products["metrics.json"])
+    assert metrics["candidates"]["used_in_final_fit"] > 2000  # all stamps, not 5 per cell (≤ 1280)
+    for name, p in metrics["kernel_accuracy"]["positions"].items():
+        l1 = relative_l1(kernel, truth.kernel, p["x"], p["y"])
+        print(name, l1, p["expected_l1"])
+        # measured 1.1 % (centre), 1.8 % (worst corner); with constant weights the
+        # covariance under-predicts (lower bound), so the margin is the 5-per-cell run's
+        # 3.4 % scaled by √(894/2913): 1.9 %, well under 3 %
+        assert l1 < 0.03
 
 
 def test_equal_noise_template_keeps_the_flux_scale(tmp_path):
