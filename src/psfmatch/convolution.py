@@ -66,7 +66,8 @@ def correlate(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     (ny, nx), (ky, kx) = image.shape, kernel.shape
     shape = [fft.next_fast_len(n + k - 1, True) for n, k in ((ny, ky), (nx, kx))]
     full = fft.irfft2(
-        fft.rfft2(image, shape, workers=available_cpus()) * fft.rfft2(kernel[::-1, ::-1], shape, workers=available_cpus()),
+        fft.rfft2(image, shape, workers=available_cpus())
+        * fft.rfft2(kernel[::-1, ::-1], shape, workers=available_cpus()),
         shape,
         workers=available_cpus(),
     )

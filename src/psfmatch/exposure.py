@@ -121,7 +121,8 @@ class Exposure:
         planes = dict(self.mask_planes)
         for plane, bit in planes.items():
             if not isinstance(bit, int | np.integer) or not 0 <= int(bit) <= MAX_MASK_BIT:
-                msg = f"mask plane {plane!r} has bit {bit!r}; bits must be integers 0..{MAX_MASK_BIT}"
+                msg = (f"mask plane {plane!r} has bit {bit!r}; "
+                       f"bits must be integers 0..{MAX_MASK_BIT}")
                 raise ExposureError(msg)
         bits = [int(b) for b in planes.values()]
         if len(set(bits)) != len(bits):

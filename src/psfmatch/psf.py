@@ -172,7 +172,8 @@ class _Analytic:
 class GaussianPsf(_Analytic):
     """Circular Gaussian of the given FWHM (px), sampled at pixel centres.
 
-    :math:`I(r) \\propto \\exp(-r^2 / 2\\sigma^2)`, :math:`\\sigma = \\mathrm{FWHM}/2\\sqrt{2\\ln 2}`.
+    :math:`I(r) \\propto \\exp(-r^2 / 2\\sigma^2)`,
+    :math:`\\sigma = \\mathrm{FWHM}/2\\sqrt{2\\ln 2}`.
     ``size`` defaults to ``2·ceil(4σ) + 1``.
     """
 
@@ -360,14 +361,16 @@ class PsfexPsf:
             msg = f"{self.source}: PSF_MASK has non-finite values"
             raise ExposureError(msg)
         if not self.sampling > 0 or not all(s != 0 for s in self.scale):
-            msg = f"{self.source}: PSF_SAMP and POLSCAL must be non-zero, got {self.sampling}, {self.scale}"
+            msg = (f"{self.source}: PSF_SAMP and POLSCAL must be non-zero, "
+                   f"got {self.sampling}, {self.scale}")
             raise ExposureError(msg)
         comps.flags.writeable = False
         object.__setattr__(self, "components", comps)
         ny, nx = comps.shape[1:]
         half = min(math.floor((nx // 2) * self.sampling), math.floor((ny // 2) * self.sampling))
         if half < 1:
-            msg = f"{self.source}: a {nx}x{ny} PSF_MASK at PSF_SAMP {self.sampling} covers < 3 pixels"
+            msg = (f"{self.source}: a {nx}x{ny} PSF_MASK at PSF_SAMP {self.sampling} "
+                   "covers < 3 pixels")
             raise ExposureError(msg)
         offsets = np.arange(-half, half + 1, dtype=np.float64) / self.sampling
         object.__setattr__(self, "_wx", _resampling_matrix(nx, nx // 2 + offsets))

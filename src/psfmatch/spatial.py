@@ -380,8 +380,9 @@ def fit_lowering_orders(
                   "geometric_condition": geometric, "condition_number": None, "refused": None}
         accepted = None
         if not geometric <= max_geometric_condition:
-            record["refused"] = (f"candidate positions constrain the spatial terms poorly "
-                                 f"(geometric condition {geometric:.3g} > {max_geometric_condition:.3g})")
+            record["refused"] = ("candidate positions constrain the spatial terms poorly "
+                                 f"(geometric condition {geometric:.3g} > "
+                                 f"{max_geometric_condition:.3g})")
         else:
             try:
                 accepted = solve(kf, bf)

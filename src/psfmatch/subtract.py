@@ -188,7 +188,8 @@ def _blockwise_variance(
     padded = np.pad(variance, half)
     n_bands = -(-ny // block)
     for band, by in enumerate(range(0, ny, block), start=1):
-        logger.info("variance: band %d/%d (%d rows of %d-px blocks)", band, n_bands, min(block, ny - by), block)
+        logger.info("variance: band %d/%d (%d rows of %d-px blocks)", band, n_bands,
+                    min(block, ny - by), block)
         for bx in range(0, nx, block):
             sy, sx = min(block, ny - by), min(block, nx - bx)
             cx = bx + 0.5 * (sx - 1)
@@ -199,7 +200,8 @@ def _blockwise_variance(
             conv = fft.irfft2(
                 fft.rfft2(tile, shape) * fft.rfft2(k2[::-1, ::-1].astype(np.float32), shape), shape
             )
-            out[by : by + sy, bx : bx + sx] = conv[2 * half : 2 * half + sy, 2 * half : 2 * half + sx]
+            out[by : by + sy, bx : bx + sx] = conv[2 * half : 2 * half + sy,
+                                                   2 * half : 2 * half + sx]
     return out
 
 

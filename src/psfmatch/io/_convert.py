@@ -48,7 +48,8 @@ def aux_image(path: Any, shape: tuple[int, ...], what: str, image_where: str) ->
     hdu = find_hdu(apath, hdus, None, what)
     data = check_2d(apath, hdu, what, floating=False)
     if data.shape != shape:
-        msg = f"{what} {where_in(apath, hdu)} has shape {data.shape}; image {image_where} has {shape}"
+        msg = (f"{what} {where_in(apath, hdu)} has shape {data.shape}; "
+               f"image {image_where} has {shape}")
         raise ExposureError(msg)
     return data
 
@@ -107,9 +108,9 @@ def convert_mask(
 ) -> np.ndarray:
     """Turn an external data-quality image into LSST-style bit planes."""
     raw = np.asarray(raw)
-    if np.issubdtype(raw.dtype, np.floating):
-        if not np.all(np.isfinite(raw) & (raw == np.round(raw))):
-            raise InputFileError(f"mask {where} has non-integer values")
+    if np.issubdtype(raw.dtype, np.floating) and not np.all(
+            np.isfinite(raw) & (raw == np.round(raw))):
+        raise InputFileError(f"mask {where} has non-integer values")
     raw = raw.astype(np.int64)
     mask = np.zeros(raw.shape, dtype=np.int32)
     if mask_bits is not None:

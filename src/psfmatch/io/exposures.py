@@ -389,7 +389,8 @@ def open_exposure(
     """
     convention = options.get("mask_convention") or "afw"
     if convention not in MASK_CONVENTIONS:
-        msg = f"{label}: unknown mask convention {convention!r}; use one of {sorted(MASK_CONVENTIONS)}"
+        msg = (f"{label}: unknown mask convention {convention!r}; "
+               f"use one of {sorted(MASK_CONVENTIONS)}")
         raise PsfMatchError(msg)
     try:
         exposure = read_exposure(

@@ -66,7 +66,8 @@ def _read_psfex(path: Path, hdu: Any) -> PsfexPsf:
         except InputFileError:
             continue  # the Legacy Surveys' tables keep it; plain .psf files always do
         if not name.startswith(letter):
-            msg = f"PSFEx model {where}: POLNAME{axis} = {name!r}; expected an image {letter} coordinate"
+            msg = (f"PSFEx model {where}: POLNAME{axis} = {name!r}; "
+                   f"expected an image {letter} coordinate")
             raise InputFileError(msg)
     names = {n.lower(): n for n in hdu.data.dtype.names}
     mask = np.asarray(hdu.data[names["psf_mask"]][0], dtype=np.float64)
@@ -115,9 +116,9 @@ def read_psf_model(path: str | os.PathLike[str]) -> ImagePsf | PsfexPsf:
 
     path, hdus = load_fits(path, "PSF model file")
     for item in hdus:
-        if item.data is not None and item.data.dtype.names:
-            if any(n.lower() == "psf_mask" for n in item.data.dtype.names):
-                return _read_psfex(path, item)
+        if item.data is not None and item.data.dtype.names and any(
+                n.lower() == "psf_mask" for n in item.data.dtype.names):
+            return _read_psfex(path, item)
     named = [h for h in hdus if h.name == "PSF" and h.data is not None and not h.data.dtype.names]
     images = named or [
         h for h in hdus if h.data is not None and not h.data.dtype.names and h.data.ndim == 2

@@ -107,7 +107,8 @@ def read_exposures(
     for where, row in _read_sheet(path, schema, "exposures", "id", ExposuresSheetError):
         for column in _EXPOSURE_PATH_COLUMNS:
             value = row.get(column)
-            if value is not None and str(Path(value)) not in produced_set and not (base / value).is_file():
+            if (value is not None and str(Path(value)) not in produced_set
+                    and not (base / value).is_file()):
                 msg = f"{where}, column {column!r}: file {value!r} does not exist"
                 raise ExposuresSheetError(msg)
         given = [c for c in ("variance", "weight", "error") if c in row]
@@ -143,11 +144,13 @@ def _read_sheet(
     known = set(schema.get("properties", {}))
     missing = [col for col in required if col not in header]
     if missing:
-        msg = f"{kind} sheet {path} line {lines[0][0]}: missing column(s) {missing}; header is {header}"
+        msg = (f"{kind} sheet {path} line {lines[0][0]}: missing column(s) {missing}; "
+               f"header is {header}")
         raise error(msg)
     unknown = [col for col in header if col not in known]
     if unknown:
-        msg = f"{kind} sheet {path} line {lines[0][0]}: unknown column(s) {unknown}; allowed: {sorted(known)}"
+        msg = (f"{kind} sheet {path} line {lines[0][0]}: unknown column(s) {unknown}; "
+               f"allowed: {sorted(known)}")
         raise error(msg)
     if len(set(header)) != len(header):
         msg = f"{kind} sheet {path} line {lines[0][0]}: duplicate column names in {header}"

@@ -39,9 +39,9 @@ def ingest(
         Destination (afw MEF).
     reader : mapping, optional
         The sheet row's reader options for this role (:func:`psfmatch.io.open_exposure`:
-        ``mask_convention``, ``gain``, ``layout``, ``hdu``, ``saturation``), and ``missing``: ``{sheet column:
-        message}`` of input files the sheet names but that do not exist; any entry fails
-        this pair's job with :class:`InputFileError`.
+        ``mask_convention``, ``gain``, ``layout``, ``hdu``, ``saturation``), and
+        ``missing``: ``{sheet column: message}`` of input files the sheet names but that
+        do not exist; any entry fails this pair's job with :class:`InputFileError`.
     label : str
         Names the pair and role in errors and logs.
     config : mapping, optional
