@@ -5,7 +5,7 @@
         python bench/fidelity/sims.py RUN [RUN ...]
 
 SIM: demo | bright | bright2048 | eqnoise | eqnoise_bright | jump; SEED: another
-realisation of it (the five-seed demo numbers: SEED=1..4, and 42, the default). Each run
+realisation of it (the twenty-seed demo numbers: SEED=1..20; 42 is the default). Each run
 is the shipped config plus its ``psf_match`` overrides and ``kernel_fit`` keys; results
 are cached as ``$W/<run>.json`` by name only, so clear ``$W`` after changing the code.
 """
