@@ -32,7 +32,7 @@ docs/fitting.md#kernel-accuracy has the measurements.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,7 +56,8 @@ def accuracy_positions(bbox: Sequence[float], *, inset: float = 100.0) -> dict[s
 
 def kernel_accuracy(kernel, *, inverse_variance_weights: bool,
                     regularized: bool = False, pca_basis: bool = False,
-                    noise_corrected: bool = False) -> dict[str, Any]:
+                    noise_corrected: bool = False,
+                    unused: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The kernel's own error at :func:`accuracy_positions` of its bbox (module docstring).
 
     Parameters
@@ -73,13 +74,20 @@ def kernel_accuracy(kernel, *, inverse_variance_weights: bool,
         With constant weights, the candidates were weighted by the variance under their
         model in the spatial fit (``kernel_fit.candidate_weights: noise_corrected``):
         the covariance is then an approximation on the safe side, not a lower bound.
+    unused : mapping, optional
+        Stars that passed selection but were not fitted: ``good_not_active`` (GOOD
+        candidates beyond ``nStarPerCell`` in their cell) and ``over_max_candidates``
+        (detections beyond ``detection.max_candidates``). Copied to the result; when
+        any is non-zero the note says how to use them (the spatial model's error falls
+        about as 1/√(candidates)).
 
     Returns
     -------
     dict
         ``positions``: ``{name: {x, y, kernel_sum, kernel_sum_sigma, pixel_sigma_max,
         expected_l1}}``; ``covariance``: ``"describes the error"``, ``"approximate"`` or
-        ``"lower bound"``; ``note``: one sentence saying what the numbers do not contain.
+        ``"lower bound"``; ``note``: one sentence saying what the numbers do not contain;
+        ``unused`` as given.
     """
     positions = {}
     for name, (x, y) in accuracy_positions(kernel.bbox).items():
@@ -107,9 +115,18 @@ def kernel_accuracy(kernel, *, inverse_variance_weights: bool,
     if pca_basis:
         caveats.append("conditional on the PCA basis estimated from the same candidates")
     caveats.append("a kernel varying faster than the spatial order allows is not included")
+    unused = {k: int(v) for k, v in (unused or {}).items()}
+    if unused.get("good_not_active", 0) or unused.get("over_max_candidates", 0):
+        caveats.append(
+            f"stars not fitted: {unused.get('good_not_active', 0)} GOOD candidates beyond "
+            f"nStarPerCell, {unused.get('over_max_candidates', 0)} beyond "
+            "detection.max_candidates; fitting them (nStarPerCell: -1, a larger "
+            "max_candidates) lowers the error, about as 1/sqrt(candidates), at more "
+            "fitting time")
     trusted = inverse_variance_weights and not regularized and not pca_basis
     approximate = (not inverse_variance_weights and noise_corrected and not regularized
                    and not pca_basis)
     label = ("describes the error" if trusted else "approximate" if approximate
              else "lower bound")
-    return {"positions": positions, "covariance": label, "note": "; ".join(caveats)}
+    return {"positions": positions, "covariance": label, "note": "; ".join(caveats),
+            "unused": unused}

@@ -47,6 +47,9 @@ def test_kernel_l1_under_3_percent_and_covariance_calibrated_at_2048(tmp_path):
     kernel = io.read_kernel(products["kernel.fits"])
     accuracy = io.read_json(products["metrics.json"])["kernel_accuracy"]
     assert accuracy["covariance"] == "describes the error"
+    # 5 per 128² cell and 1000 candidates: the stars left out are counted and named
+    assert accuracy["unused"]["over_max_candidates"] > 0
+    assert "nStarPerCell: -1" in accuracy["note"]
     positions = accuracy["positions"]
     assert list(positions) == ["centre", "lower_left", "lower_right", "upper_left",
                                "upper_right"]
@@ -92,6 +95,7 @@ def test_every_stamp_with_ip_diffim_weights_reaches_3_percent(tmp_path):
     kernel = io.read_kernel(products["kernel.fits"])
     metrics = io.read_json(products["metrics.json"])
     assert metrics["candidates"]["used_in_final_fit"] > 2000  # all stamps, not 5 per cell (≤ 1280)
+    assert metrics["kernel_accuracy"]["unused"]["good_not_active"] == 0
     for name, p in metrics["kernel_accuracy"]["positions"].items():
         l1 = relative_l1(kernel, truth.kernel, p["x"], p["y"])
         print(name, l1, p["expected_l1"])

@@ -75,3 +75,21 @@ def test_mosaic_states_the_error(kernel):
     text = plot.figure.get_supxlabel()
     for words in ("lower bound", "upper right", "L1≈"):
         assert words in text
+
+
+def test_stars_left_out_are_reported(kernel):
+    """GOOD candidates beyond nStarPerCell and detections beyond max_candidates are
+    counted, and the note and the mosaic say how to use them; none left out, no line."""
+    kernel, _ = kernel
+    acc = kernel_accuracy(kernel, inverse_variance_weights=False,
+                          unused={"good_not_active": 77, "over_max_candidates": 4372})
+    assert acc["unused"] == {"good_not_active": 77, "over_max_candidates": 4372}
+    assert "77 GOOD candidates beyond nStarPerCell" in acc["note"]
+    assert "nStarPerCell: -1" in acc["note"]
+    kernel.metadata["accuracy"] = acc
+    assert "4372 beyond detection.max_candidates" in mosaic_plot(kernel, n=3).figure.get_supxlabel()
+    none = kernel_accuracy(kernel, inverse_variance_weights=False,
+                           unused={"good_not_active": 0, "over_max_candidates": 0})
+    assert "not fitted" not in none["note"]
+    kernel.metadata["accuracy"] = none
+    assert "not fitted" not in mosaic_plot(kernel, n=3).figure.get_supxlabel()

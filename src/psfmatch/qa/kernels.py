@@ -90,12 +90,19 @@ def mosaic_plot(kernel, *, n: int = 5) -> QaPlot:
 
 
 def _accuracy_text(accuracy: Mapping) -> str:
-    """Two lines: σ(Σ) and expected L1 at the five positions, and how far to trust them."""
+    """σ(Σ) and expected L1 at the five positions, how far to trust them, and the stars
+    left out of the fit (a third line, when any were)."""
     parts = [f"{name.replace('_', ' ')} ({p['x']:.0f}, {p['y']:.0f}): "
              f"σΣ={p['kernel_sum_sigma']:.2g}, L1≈{100 * p['expected_l1']:.2g}%"
              for name, p in accuracy["positions"].items()]
-    return ("kernel error from its covariance (" + str(accuracy["covariance"]) + "): "
+    text = ("kernel error from its covariance (" + str(accuracy["covariance"]) + "): "
             + "; ".join(parts[:3]) + "\n" + "; ".join(parts[3:]))
+    unused = accuracy.get("unused") or {}
+    if any(unused.values()):
+        text += (f"\nnot fitted: {unused.get('good_not_active', 0)} GOOD candidates beyond "
+                 f"nStarPerCell, {unused.get('over_max_candidates', 0)} beyond "
+                 "detection.max_candidates (fitting them lowers the error)")
+    return text
 
 
 def spatial_model_plot(kernel, *, n: int = 48) -> QaPlot:

@@ -394,7 +394,9 @@ def spatial_fit(
     kernel.metadata["accuracy"] = kernel_accuracy(
         kernel, inverse_variance_weights=not kmeta.get("constant_variance_weighting", True),
         regularized=model.pooled is not None, pca_basis=basis_meta.get("type") == "pca",
-        noise_corrected=noise_corrected)
+        noise_corrected=noise_corrected,
+        unused={"good_not_active": int(((table["status"] == "GOOD") & ~active).sum()),
+                "over_max_candidates": int((table["reason"] == "over_max_candidates").sum())})
     if not pm.calculate_kernel_uncertainty:
         kernel = dataclasses.replace(kernel, covariance=None)
     logger.info("%s: spatial fit (iteration %s) on %d candidates, %d unknowns, condition %.3g, "
