@@ -47,6 +47,7 @@ runs = {
     "al_nomask": (UNC, {"fit_mask_planes": []}),
     "al_pix_all3000": ({**UNC, "constantVarianceWeighting": False, "nStarPerCell": -1, "__maxc": 3000}, {}),
     "al_all3000": ({**UNC, "nStarPerCell": -1, "__maxc": 3000}, {}),
+    "al_all10000": ({**UNC, "nStarPerCell": -1, "__maxc": 10000}, {}),
     # delta functions: ip_diffim's path (λ 0.2 absolute + PCA; per-candidate risk λ) ...
     "df_abs02": (DF, IP),
     "df_abs3e4": ({**DF, "lambdaValue": 3e4}, IP),

@@ -77,9 +77,8 @@ def kernel_accuracy(kernel, *, inverse_variance_weights: bool,
     unused : mapping, optional
         Stars that passed selection but were not fitted: ``good_not_active`` (GOOD
         candidates beyond ``nStarPerCell`` in their cell) and ``over_max_candidates``
-        (detections beyond ``detection.max_candidates``). Copied to the result; when
-        any is non-zero the note says how to use them (the spatial model's error falls
-        about as 1/√(candidates)).
+        (detections beyond ``detection.max_candidates``). Copied to the result; the
+        note names each non-zero count and the setting that fits those stars.
 
     Returns
     -------
@@ -116,13 +115,17 @@ def kernel_accuracy(kernel, *, inverse_variance_weights: bool,
         caveats.append("conditional on the PCA basis estimated from the same candidates")
     caveats.append("a kernel varying faster than the spatial order allows is not included")
     unused = {k: int(v) for k, v in (unused or {}).items()}
-    if unused.get("good_not_active", 0) or unused.get("over_max_candidates", 0):
-        caveats.append(
-            f"stars not fitted: {unused.get('good_not_active', 0)} GOOD candidates beyond "
-            f"nStarPerCell, {unused.get('over_max_candidates', 0)} beyond "
-            "detection.max_candidates; fitting them (nStarPerCell: -1, a larger "
-            "max_candidates) lowers the error, about as 1/sqrt(candidates), at more "
-            "fitting time")
+    left_out = []
+    if unused.get("good_not_active", 0):
+        left_out.append(f"{unused['good_not_active']} GOOD candidates beyond nStarPerCell "
+                        "(nStarPerCell: -1 fits them)")
+    if unused.get("over_max_candidates", 0):
+        left_out.append(f"{unused['over_max_candidates']} detections beyond "
+                        "detection.max_candidates (raise it to fit them)")
+    if left_out:
+        caveats.append("stars not fitted: " + ", ".join(left_out) + "; fitting them lowers "
+                       "the error, less than as 1/sqrt(candidates) since they are fainter, "
+                       "at more fitting time")
     trusted = inverse_variance_weights and not regularized and not pca_basis
     approximate = (not inverse_variance_weights and noise_corrected and not regularized
                    and not pca_basis)

@@ -87,7 +87,11 @@ def test_stars_left_out_are_reported(kernel):
     assert "77 GOOD candidates beyond nStarPerCell" in acc["note"]
     assert "nStarPerCell: -1" in acc["note"]
     kernel.metadata["accuracy"] = acc
-    assert "4372 beyond detection.max_candidates" in mosaic_plot(kernel, n=3).figure.get_supxlabel()
+    assert "4372 detections beyond detection.max_candidates" in acc["note"]
+    assert "4372 detections beyond" in mosaic_plot(kernel, n=3).figure.get_supxlabel()
+    only_cells = kernel_accuracy(kernel, inverse_variance_weights=False,
+                                 unused={"good_not_active": 5, "over_max_candidates": 0})
+    assert "max_candidates" not in only_cells["note"]
     none = kernel_accuracy(kernel, inverse_variance_weights=False,
                            unused={"good_not_active": 0, "over_max_candidates": 0})
     assert "not fitted" not in none["note"]

@@ -99,9 +99,9 @@ def _accuracy_text(accuracy: Mapping) -> str:
             + "; ".join(parts[:3]) + "\n" + "; ".join(parts[3:]))
     unused = accuracy.get("unused") or {}
     if any(unused.values()):
-        text += (f"\nnot fitted: {unused.get('good_not_active', 0)} GOOD candidates beyond "
-                 f"nStarPerCell, {unused.get('over_max_candidates', 0)} beyond "
-                 "detection.max_candidates (fitting them lowers the error)")
+        text += (f"\nstars not fitted: {unused.get('good_not_active', 0)} GOOD candidates "
+                 f"beyond nStarPerCell, {unused.get('over_max_candidates', 0)} detections "
+                 "beyond detection.max_candidates (fitting them lowers the error)")
     return text
 
 
