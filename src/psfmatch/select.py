@@ -38,9 +38,11 @@ __all__ = [
 
 log = logging.getLogger("psfmatch.select")
 
+#: The reason of detections beyond ``detection.max_candidates`` (the faintest).
+OVER_MAX_CANDIDATES = "over_max_candidates"
 #: Reason prefixes in order of the checks.
 REJECTION_REASONS = ("outside_template", "outside_science", "bad_mask", "low_snr",
-                     "over_max_candidates")
+                     OVER_MAX_CANDIDATES)
 
 _REQUIRED = ("id", "x", "y", "flux", "snr")
 _CHUNK_PIXELS = 8_000_000  # stamp pixels per chunk of the mask check
@@ -339,7 +341,7 @@ def select_candidates(
     if max_candidates > 0 and ok.sum() > max_candidates:
         idx = np.flatnonzero(ok)
         order = idx[np.lexsort((ids[idx], -snr[idx]))]
-        reason[order[max_candidates:]] = "over_max_candidates"
+        reason[order[max_candidates:]] = OVER_MAX_CANDIDATES
         ok[order[max_candidates:]] = False
 
     # spatial cells on the template ∩ science region

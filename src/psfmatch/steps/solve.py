@@ -44,6 +44,7 @@ from psfmatch.kernel import SpatialKernel
 from psfmatch.kernel_accuracy import kernel_accuracy
 from psfmatch.pca import pca_refit
 from psfmatch.regularization import LambdaRule, regularization_matrix
+from psfmatch.select import OVER_MAX_CANDIDATES
 from psfmatch.spatial import SpatialFunction
 from psfmatch.steps.fields import StepConfig
 from psfmatch.steps.spatial_model import fit_spatial_model, is_pooled, pooled_single_fit_setup
@@ -396,7 +397,7 @@ def spatial_fit(
         regularized=model.pooled is not None, pca_basis=basis_meta.get("type") == "pca",
         noise_corrected=noise_corrected,
         unused={"good_not_active": int(((table["status"] == "GOOD") & ~active).sum()),
-                "over_max_candidates": int((table["reason"] == "over_max_candidates").sum())})
+                "over_max_candidates": int((table["reason"] == OVER_MAX_CANDIDATES).sum())})
     if not pm.calculate_kernel_uncertainty:
         kernel = dataclasses.replace(kernel, covariance=None)
     logger.info("%s: spatial fit (iteration %s) on %d candidates, %d unknowns, condition %.3g, "
