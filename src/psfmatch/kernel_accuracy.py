@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["accuracy_positions", "kernel_accuracy"]
+__all__ = ["accuracy_positions", "kernel_accuracy", "unused_text"]
 
 
 def accuracy_positions(bbox: Sequence[float], *, inset: float = 100.0) -> dict[str, tuple]:
@@ -52,6 +52,19 @@ def accuracy_positions(bbox: Sequence[float], *, inset: float = 100.0) -> dict[s
     return {"centre": (0.5 * (x0 + x1), 0.5 * (y0 + y1)),
             "lower_left": (x0 + dx, y0 + dy), "lower_right": (x1 - dx, y0 + dy),
             "upper_left": (x0 + dx, y1 - dy), "upper_right": (x1 - dx, y1 - dy)}
+
+
+def unused_text(unused: Mapping[str, int]) -> str:
+    """``"stars not fitted: …"`` naming each non-zero count of ``unused`` (see
+    :func:`kernel_accuracy`) and the setting that fits those stars; ``""`` if none."""
+    left_out = []
+    if unused.get("good_not_active", 0):
+        left_out.append(f"{unused['good_not_active']} GOOD candidates beyond nStarPerCell "
+                        "(nStarPerCell: -1 fits them)")
+    if unused.get("over_max_candidates", 0):
+        left_out.append(f"{unused['over_max_candidates']} detections beyond "
+                        "detection.max_candidates (raise it to fit them)")
+    return "stars not fitted: " + ", ".join(left_out) if left_out else ""
 
 
 def kernel_accuracy(kernel, *, inverse_variance_weights: bool,
@@ -115,17 +128,10 @@ def kernel_accuracy(kernel, *, inverse_variance_weights: bool,
         caveats.append("conditional on the PCA basis estimated from the same candidates")
     caveats.append("a kernel varying faster than the spatial order allows is not included")
     unused = {k: int(v) for k, v in (unused or {}).items()}
-    left_out = []
-    if unused.get("good_not_active", 0):
-        left_out.append(f"{unused['good_not_active']} GOOD candidates beyond nStarPerCell "
-                        "(nStarPerCell: -1 fits them)")
-    if unused.get("over_max_candidates", 0):
-        left_out.append(f"{unused['over_max_candidates']} detections beyond "
-                        "detection.max_candidates (raise it to fit them)")
+    left_out = unused_text(unused)
     if left_out:
-        caveats.append("stars not fitted: " + ", ".join(left_out) + "; fitting them lowers "
-                       "the error, less than as 1/sqrt(candidates) since they are fainter, "
-                       "at more fitting time")
+        caveats.append(left_out + "; fitting them lowers the error, less than as "
+                       "1/sqrt(candidates) since they are fainter, at more fitting time")
     trusted = inverse_variance_weights and not regularized and not pca_basis
     approximate = (not inverse_variance_weights and noise_corrected and not regularized
                    and not pca_basis)

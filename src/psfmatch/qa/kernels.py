@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from psfmatch.kernel_accuracy import unused_text
 from psfmatch.qa._common import REJECTED_COLOUR, QaPlot, grid_shape
 
 __all__ = ['basis_plot', 'kernel_sum_plot', 'mosaic_plot', 'spatial_model_plot']
@@ -97,12 +98,8 @@ def _accuracy_text(accuracy: Mapping) -> str:
              for name, p in accuracy["positions"].items()]
     text = ("kernel error from its covariance (" + str(accuracy["covariance"]) + "): "
             + "; ".join(parts[:3]) + "\n" + "; ".join(parts[3:]))
-    unused = accuracy.get("unused") or {}
-    if any(unused.values()):
-        text += (f"\nstars not fitted: {unused.get('good_not_active', 0)} GOOD candidates "
-                 f"beyond nStarPerCell, {unused.get('over_max_candidates', 0)} detections "
-                 "beyond detection.max_candidates (fitting them lowers the error)")
-    return text
+    left_out = unused_text(accuracy.get("unused") or {})
+    return text + ("\n" + left_out if left_out else "")
 
 
 def spatial_model_plot(kernel, *, n: int = 48) -> QaPlot:
